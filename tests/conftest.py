@@ -1,0 +1,57 @@
+"""Shared test plumbing: markers, the data folder, and the rule that CI never skips for missing data.
+
+- ``@pytest.mark.slow`` tests are excluded by default (``pyproject.toml`` adds ``-m 'not slow'``);
+  run them with ``pytest -m slow``.
+- ``@pytest.mark.gpu`` tests are skipped when no CUDA device is present; run them with ``pytest -m gpu``.
+- ``data_file("tinyshakespeare", "input.txt")`` returns a dataset path or skips with a reason that
+  starts with ``MISSING_DATA``. With ``LLM_COURSE_REQUIRE_DATA=1`` (set by ``.ci/run``) every such
+  skip turns the whole run red, because CI has all the data.
+"""
+
+import os
+
+import pytest
+import torch
+
+from gpt.paths import DATA_ENV_VAR, data_root
+
+MISSING_DATA = "missing data:"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The course data root (``$LLM_COURSE_DATA``, default ``~/.cache/llm-course``)."""
+    return data_root()
+
+
+@pytest.fixture(scope="session")
+def data_file(data_dir):
+    """``data_file(*parts)`` -> an existing path under the data root, or a skip naming what is missing."""
+
+    def find(*parts):
+        path = data_dir.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"{MISSING_DATA} {path} (set {DATA_ENV_VAR} to the course data folder)")
+        return path
+
+    return find
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reports = reporter.stats.get("skipped", []) if reporter else []
+    skipped = [r.nodeid for r in reports if MISSING_DATA in str(r.longrepr)]
+    if skipped and os.environ.get("LLM_COURSE_REQUIRE_DATA") == "1":
+        names = "\n  ".join(skipped)
+        print(f"\nLLM_COURSE_REQUIRE_DATA=1 but {len(skipped)} test(s) skipped for missing data:\n  {names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
