@@ -55,3 +55,10 @@ def pytest_sessionfinish(session, exitstatus):
         names = "\n  ".join(skipped)
         print(f"\nLLM_COURSE_REQUIRE_DATA=1 but {len(skipped)} test(s) skipped for missing data:\n  {names}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--full-size", action="store_true", default=False,
+        help="run notebooks at full size (LLM_COURSE_SMOKE=0) instead of the CI smoke size",
+    )
