@@ -27,7 +27,11 @@ class ParamCounts:
     @property
     def total(self) -> int:
         return (
-            self.token_embedding + self.position_embedding + self.attention + self.mlp + self.norms
+            self.token_embedding
+            + self.position_embedding
+            + self.attention
+            + self.mlp
+            + self.norms
             + self.lm_head
         )
 

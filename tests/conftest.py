@@ -59,6 +59,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--full-size", action="store_true", default=False,
+        "--full-size",
+        action="store_true",
+        default=False,
         help="run notebooks at full size (LLM_COURSE_SMOKE=0) instead of the CI smoke size",
     )

@@ -10,8 +10,12 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.mark.parametrize(
     ("n_layer", "n_embd", "n_head", "expected_total"),
-    [(12, 768, 12, 124_439_808), (24, 1024, 16, 354_823_168), (36, 1280, 20, 774_030_080),
-     (48, 1600, 25, 1_557_611_200)],
+    [
+        (12, 768, 12, 124_439_808),
+        (24, 1024, 16, 354_823_168),
+        (36, 1280, 20, 774_030_080),
+        (48, 1600, 25, 1_557_611_200),
+    ],
 )
 def test_gpt2_family_matches_published_and_hf(n_layer, n_embd, n_head, expected_total):
     counts = param_counts(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=50257, block_size=1024)
@@ -25,11 +29,23 @@ def test_gpt2_family_matches_published_and_hf(n_layer, n_embd, n_head, expected_
 @pytest.mark.parametrize("tied", [True, False])
 def test_llama_style_with_gqa_matches_hf(tied):
     kw = dict(n_layer=3, n_embd=96, n_head=6, n_kv_head=2, ffn_hidden=160, vocab_size=301)
-    counts = param_counts(**kw, block_size=64, gated_ffn=True, bias=False, norm="rmsnorm",
-                          learned_positions=False, tied_embeddings=tied)
+    counts = param_counts(
+        **kw,
+        block_size=64,
+        gated_ffn=True,
+        bias=False,
+        norm="rmsnorm",
+        learned_positions=False,
+        tied_embeddings=tied,
+    )
     config = transformers.LlamaConfig(
-        num_hidden_layers=3, hidden_size=96, num_attention_heads=6, num_key_value_heads=2,
-        intermediate_size=160, vocab_size=301, tie_word_embeddings=tied,
+        num_hidden_layers=3,
+        hidden_size=96,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        intermediate_size=160,
+        vocab_size=301,
+        tie_word_embeddings=tied,
     )
     with torch.device("meta"):
         hf = transformers.LlamaForCausalLM(config)

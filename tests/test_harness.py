@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -12,12 +13,15 @@ from gpt.paths import dataset_path
 
 def run_pytest(tmp_path, test_source, env_extra):
     (tmp_path / "test_probe.py").write_text(textwrap.dedent(test_source))
-    conftest = os.path.join(os.path.dirname(__file__), "conftest.py")
-    (tmp_path / "conftest.py").write_text(open(conftest).read())
+    conftest = Path(__file__).with_name("conftest.py")
+    (tmp_path / "conftest.py").write_text(conftest.read_text())
     env = {**os.environ, **env_extra}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
 
 
