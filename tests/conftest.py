@@ -12,10 +12,17 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 from gpt.paths import DATA_ENV_VAR, data_root
 
 MISSING_DATA = "missing data:"
+
+# CI replays the same examples every run (no flaky first-time failures, no example database on disk);
+# locally hypothesis explores new examples each run.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_collection_modifyitems(config, items):
