@@ -1,0 +1,36 @@
+"""The regex pre-splitting patterns of GPT-2 and GPT-4: the one place each is defined.
+
+BPE on raw bytes would happily merge across word boundaries ("dog." and "dog!" would become
+different tokens). GPT-2 therefore first splits text into pre-tokens with a regex (Radford et al.
+2019, section 2.2) and runs BPE inside each pre-token only. These are the exact strings tiktoken
+uses (``tiktoken_ext/openai_public.py``: ``r50k_pat_str`` for GPT-2, the ``cl100k_base`` pattern for
+GPT-4); the possessive ``++`` and ``\\p{L}`` classes need the third-party ``regex`` module.
+"""
+
+# GPT-2 (r50k_base). tiktoken notes it is equivalent to the released
+# r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""" but faster.
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+# GPT-4 (cl100k_base): case-insensitive contractions, digits in groups of at most three, newlines kept apart.
+GPT4_SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|"""
+    r"""\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+SPLIT_PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "gpt4": GPT4_SPLIT_PATTERN}
+
+
+def resolve_pattern(name_or_pattern: str) -> str:
+    """``"gpt2"``/``"gpt4"`` -> the pattern string; any other string with regex syntax is returned as is."""
+    if not isinstance(name_or_pattern, str):
+        raise TypeError(
+            f"pattern must be a str (a name in {sorted(SPLIT_PATTERNS)} or a regex), got {name_or_pattern!r}"
+        )
+    if name_or_pattern in SPLIT_PATTERNS:
+        return SPLIT_PATTERNS[name_or_pattern]
+    if name_or_pattern.isidentifier():
+        raise ValueError(
+            f"unknown pattern name {name_or_pattern!r}: use one of {sorted(SPLIT_PATTERNS)} "
+            "or pass a regex string"
+        )
+    return name_or_pattern
