@@ -3,7 +3,26 @@
 A leaf package: it imports nothing else from this repository.
 """
 
+from bpe.base import Tokenizer
+from bpe.basic import BasicTokenizer
+from bpe.convert import from_tiktoken, recover_merges
 from bpe.patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN
 from bpe.reference import load_tiktoken, read_ranks
+from bpe.regex_tokenizer import RegexTokenizer
+from bpe.train_fast import count_pretokens, train_fast
+from bpe.train_reference import train_reference
 
-__all__ = ["GPT2_SPLIT_PATTERN", "GPT4_SPLIT_PATTERN", "load_tiktoken", "read_ranks"]
+__all__ = [
+    "GPT2_SPLIT_PATTERN",
+    "GPT4_SPLIT_PATTERN",
+    "BasicTokenizer",
+    "RegexTokenizer",
+    "Tokenizer",
+    "count_pretokens",
+    "from_tiktoken",
+    "load_tiktoken",
+    "read_ranks",
+    "recover_merges",
+    "train_fast",
+    "train_reference",
+]

@@ -17,6 +17,21 @@ GPT4_SPLIT_PATTERN = (
     r"""\s*[\r\n]|\s+(?!\S)|\s"""
 )
 
+# The same patterns for pure-ASCII text, for the standard library's faster ``re`` (Python >= 3.11 for
+# possessive quantifiers). On ASCII input \p{L} is [A-Za-z], \p{N} is [0-9] and \s is [\t\n\v\f\r ]
+# (Unicode White_Space; unlike ``re``'s \s it excludes \x1c-\x1f, as do ``regex`` and tiktoken).
+# tests/test_bpe_tokenizer.py checks they split every ASCII string exactly like the originals.
+_WS, _L, _N = r"\t\n\x0b\x0c\r ", "A-Za-z", "0-9"
+GPT2_ASCII_PATTERN = (
+    rf"""'(?:[sdmt]|ll|ve|re)| ?[{_L}]++| ?[{_N}]++| ?[^{_WS}{_L}{_N}]++|[{_WS}]++$|"""
+    rf"""[{_WS}]+(?![^{_WS}])|[{_WS}]"""
+)
+GPT4_ASCII_PATTERN = (
+    rf"""'(?i:[sdmt]|ll|ve|re)|[^\r\n{_L}{_N}]?+[{_L}]++|[{_N}]{{1,3}}+| ?[^{_WS}{_L}{_N}]++[\r\n]*+|"""
+    rf"""[{_WS}]++$|[{_WS}]*[\r\n]|[{_WS}]+(?![^{_WS}])|[{_WS}]"""
+)
+ASCII_PATTERNS = {GPT2_SPLIT_PATTERN: GPT2_ASCII_PATTERN, GPT4_SPLIT_PATTERN: GPT4_ASCII_PATTERN}
+
 SPLIT_PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "gpt4": GPT4_SPLIT_PATTERN}
 
 

@@ -1,0 +1,313 @@
+"""The Tokenizer base class: a vocabulary of byte strings, a merge table, and the BPE encode loop.
+
+This file teaches what a trained byte-level BPE tokenizer *is*: 256 single-byte tokens, an ordered
+list of merges ``(a, b) -> new_id``, and optional special tokens. Encoding a chunk of bytes repeats
+one step: find the adjacent pair with the lowest merge id (the earliest-learned merge, leftmost on
+a tie) and replace it, until no adjacent pair is in the table. That is tiktoken's algorithm
+(``tiktoken/src/lib.rs``, ``byte_pair_merge``; ``tiktoken/_educational.py``), so a tokenizer rebuilt
+from tiktoken ranks reproduces it id for id. Unlike minbpe's ``base.py`` (karpathy/minbpe), which
+this follows for the file format, it also supports a permuted byte order (``byte_ids``), as GPT-2's
+ranks put ``!`` at id 0, and a heap-based merge loop for very long chunks (``"a" * 100_000``).
+
+Subclasses (``BasicTokenizer``, ``RegexTokenizer``) decide how text is split before BPE and how
+they are trained; save/load and decode live here.
+"""
+
+import heapq
+import unicodedata
+from pathlib import Path
+
+import regex
+
+FORMAT_VERSION = "llm-course-bpe v1"
+LONG_CHUNK = 64  # chunks longer than this (in bytes) use the O(n log n) heap loop instead of rescanning
+
+
+def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
+    """Replace every non-overlapping occurrence of ``pair`` in ``ids``, left to right, by ``idx``."""
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(idx)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def bpe_scan(ids: list[int], ranks: dict) -> list[int]:
+    """Merge the lowest-ranked adjacent pair (leftmost on ties) until none is in ``ranks``; O(n^2)."""
+    ids = list(ids)
+    get = ranks.get
+    while len(ids) > 1:
+        best_rank, best_i = None, -1
+        for i in range(len(ids) - 1):
+            r = get((ids[i], ids[i + 1]))
+            if r is not None and (best_rank is None or r < best_rank):
+                best_rank, best_i = r, i
+        if best_rank is None:
+            break
+        ids[best_i : best_i + 2] = [best_rank]
+    return ids
+
+
+def bpe_heap(ids: list[int], ranks: dict) -> list[int]:
+    """The same merges as ``bpe_scan`` in O(n log n): a linked list of tokens and a heap of candidate pairs.
+
+    A heap entry ``(rank, left, right, left_id, right_id)`` is stale once either node changed; it is
+    skipped when popped (lazy invalidation). Ordering by ``(rank, left)`` picks the leftmost of equal
+    ranks, because node indices keep their left-to-right order.
+    """
+    n = len(ids)
+    tok, nxt, prv = list(ids), list(range(1, n + 1)), list(range(-1, n - 1))
+    get = ranks.get
+    heap = [
+        (r, i, i + 1, tok[i], tok[i + 1])
+        for i in range(n - 1)
+        if (r := get((tok[i], tok[i + 1]))) is not None
+    ]
+    heapq.heapify(heap)
+    while heap:
+        r, i, j, ti, tj = heapq.heappop(heap)
+        if tok[i] != ti or tok[j] != tj or nxt[i] != j:
+            continue
+        tok[i], tok[j] = r, -1
+        nxt[i] = nxt[j]
+        if nxt[j] < n:
+            prv[nxt[j]] = i
+        p, q = prv[i], nxt[i]
+        if p >= 0 and (rp := get((tok[p], r))) is not None:
+            heapq.heappush(heap, (rp, p, i, tok[p], r))
+        if q < n and (rq := get((r, tok[q]))) is not None:
+            heapq.heappush(heap, (rq, i, q, r, tok[q]))
+    return [t for t in tok if t >= 0]
+
+
+def render_token(t: bytes) -> str:
+    """Printable form of a token for the .vocab file: invalid UTF-8 -> U+FFFD, control chars escaped."""
+    s = t.decode("utf-8", errors="replace")
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else f"\\u{ord(ch):04x}" for ch in s)
+
+
+_WORKER_TOKENIZER = None  # per worker process: set once by _init_worker, read by _encode_in_worker
+
+
+def _init_worker(tokenizer):
+    global _WORKER_TOKENIZER  # one tokenizer per forked worker process, set once at its start
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_in_worker(texts, allowed_special):
+    return [_WORKER_TOKENIZER.encode(t, allowed_special=allowed_special) for t in texts]
+
+
+class Tokenizer:
+    """Vocabulary, merges and special tokens; subclasses provide ``train`` and ``encode``."""
+
+    kind = "base"
+
+    def __init__(self):
+        self.merges: dict[tuple[int, int], int] = {}  # (a, b) -> new id, in learning order
+        self.byte_ids: list[int] = list(range(256))  # byte value -> its token id (a permutation)
+        self.special_tokens: dict[str, int] = {}
+        self.pattern = ""
+        self._rebuild()
+
+    # ------------------------------------------------------------------ derived state
+    def _rebuild(self):
+        """Recompute the vocabulary and lookup tables from ``merges``, ``byte_ids`` and ``special_tokens``."""
+        assert sorted(self.byte_ids) == list(range(256)), "byte_ids must be a permutation of 0..255"
+        vocab = {self.byte_ids[b]: bytes([b]) for b in range(256)}
+        for (a, b), idx in self.merges.items():
+            assert idx not in vocab, f"merge id {idx} is used twice"
+            vocab[idx] = vocab[a] + vocab[b]
+        self.vocab = vocab
+        self.inverse_special_tokens = {v: k for k, v in self.special_tokens.items()}
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: bytes + merges + special tokens."""
+        return len(self.vocab) + len(self.special_tokens)
+
+    def register_special_tokens(self, special_tokens: dict[str, int]):
+        """Add special tokens, e.g. ``{"<|endoftext|>": 100257}``; ids must not collide with the vocab."""
+        if not isinstance(special_tokens, dict):
+            raise TypeError(f"special_tokens must be a dict str -> int, got {type(special_tokens).__name__}")
+        for name, idx in special_tokens.items():
+            if not isinstance(name, str) or not name or not isinstance(idx, int):
+                raise TypeError(f"special token {name!r}: {idx!r} must map a non-empty str to an int id")
+            if idx in self.vocab or (
+                idx in self.inverse_special_tokens and self.inverse_special_tokens[idx] != name
+            ):
+                raise ValueError(
+                    f"special token {name!r} id {idx} is already used; pick an id >= {self.vocab_size}"
+                )
+        self.special_tokens.update(special_tokens)
+        self.inverse_special_tokens = {v: k for k, v in self.special_tokens.items()}
+
+    # ------------------------------------------------------------------ encode / decode
+    def _encode_chunk(self, chunk: bytes) -> list[int]:
+        """BPE on one chunk of bytes (no regex, no special tokens)."""
+        byte_ids = self.byte_ids
+        ids = [byte_ids[b] for b in chunk]
+        return bpe_heap(ids, self.merges) if len(ids) > LONG_CHUNK else bpe_scan(ids, self.merges)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode(self, text: str, allowed_special="none_raise") -> list[int]:
+        """text -> ids, with tiktoken's special-token rules.
+
+        ``allowed_special``: ``"none_raise"`` (default) raises if the text contains a special token,
+        like tiktoken's ``disallowed_special="all"``; ``"none"`` encodes special-token text as
+        ordinary text; ``"all"`` maps every special token to its id; a set allows those names and
+        raises on any other special token found in the text.
+        """
+        if not isinstance(text, str):
+            raise TypeError(
+                f"encode expects a str, got {type(text).__name__}; decode bytes with .decode('utf-8') first"
+            )
+        if allowed_special == "all":
+            allowed = dict(self.special_tokens)
+        elif allowed_special in ("none", "none_raise"):
+            allowed = {}
+        elif isinstance(allowed_special, (set, frozenset, list, tuple)):
+            unknown = set(allowed_special) - set(self.special_tokens)
+            if unknown:
+                raise ValueError(
+                    f"allowed_special names unknown special tokens {sorted(unknown)}; "
+                    f"known: {sorted(self.special_tokens)}"
+                )
+            allowed = {k: self.special_tokens[k] for k in allowed_special}
+        else:
+            raise ValueError(
+                f"allowed_special={allowed_special!r}: use 'none_raise', 'none', 'all' or a set of names"
+            )
+        if allowed_special != "none":
+            for name in self.special_tokens:
+                if name not in allowed and name in text:
+                    raise ValueError(
+                        f"text contains the special token {name!r}, which is not allowed. Pass "
+                        f"allowed_special={{{name!r}}} (or 'all') to encode it as a special token, "
+                        "or allowed_special='none' to encode it as ordinary text."
+                    )
+        if not allowed:
+            return self.encode_ordinary(text)
+        # Longest first, so that one special token that is a prefix of another cannot win.
+        special = regex.compile(
+            "(" + "|".join(regex.escape(k) for k in sorted(allowed, key=len, reverse=True)) + ")"
+        )
+        ids = []
+        for i, part in enumerate(special.split(text)):
+            if i % 2:
+                ids.append(allowed[part])
+            elif part:
+                ids.extend(self.encode_ordinary(part))
+        return ids
+
+    def encode_batch(self, texts, *, num_workers=None, num_threads=None, allowed_special="none_raise"):
+        """Encode a list of texts, in ``num_workers`` processes (``num_threads`` is an alias).
+
+        Pure-Python BPE holds the GIL, so threads would not run in parallel; the workers are forked
+        processes that inherit this tokenizer (and its cache) without pickling it.
+        """
+        texts = list(texts)
+        workers = num_workers or num_threads or 1
+        if workers <= 1 or len(texts) <= 1:
+            return [self.encode(t, allowed_special=allowed_special) for t in texts]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self,)) as pool:
+            size = max(1, len(texts) // (4 * workers))
+            batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+            out = []
+            for ids in pool.map(_encode_in_worker, batches, [allowed_special] * len(batches)):
+                out.extend(ids)
+            return out
+
+    def decode(self, ids) -> str:
+        """ids -> text; byte fragments that are not valid UTF-8 become U+FFFD, as in tiktoken."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids) -> bytes:
+        parts = []
+        for idx in ids:
+            if idx in self.vocab:
+                parts.append(self.vocab[idx])
+            elif idx in self.inverse_special_tokens:
+                parts.append(self.inverse_special_tokens[idx].encode("utf-8"))
+            else:
+                raise ValueError(f"invalid token id {idx!r}: ids run from 0 to {self.vocab_size - 1}")
+        return b"".join(parts)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, file_prefix) -> Path:
+        """Write ``<prefix>.model`` (loadable) and ``<prefix>.vocab`` (for humans); returns the model path."""
+        prefix = Path(file_prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        model_file = prefix.with_name(prefix.name + ".model")
+        ordered = sorted(self.merges.items(), key=lambda kv: kv[1])
+        assert [idx for _, idx in ordered] == list(range(256, 256 + len(ordered))), (
+            "merge ids must be 256, 257, ..."
+        )
+        with open(model_file, "w", encoding="utf-8") as f:
+            f.write(f"{FORMAT_VERSION}\n{self.kind}\n{self.pattern}\n")
+            f.write(" ".join(map(str, self.byte_ids)) + "\n")
+            f.write(f"{len(self.special_tokens)}\n")
+            for name, idx in self.special_tokens.items():
+                f.write(f"{name} {idx}\n")
+            for (a, b), _ in ordered:
+                f.write(f"{a} {b}\n")
+        with open(prefix.with_name(prefix.name + ".vocab"), "w", encoding="utf-8") as f:
+            children = {idx: pair for pair, idx in self.merges.items()}
+            for idx, token in sorted(self.vocab.items()):
+                if idx in children:
+                    a, b = children[idx]
+                    f.write(f"[{render_token(self.vocab[a])}][{render_token(self.vocab[b])}] -> ")
+                f.write(f"[{render_token(token)}] {idx}\n")
+            for name, idx in self.special_tokens.items():
+                f.write(f"[{name}] {idx} (special)\n")
+        return model_file
+
+    @classmethod
+    def load(cls, model_file) -> "Tokenizer":
+        """Read a ``.model`` file written by ``save``; returns a BasicTokenizer or RegexTokenizer."""
+        from bpe.basic import BasicTokenizer
+        from bpe.regex_tokenizer import RegexTokenizer
+
+        path = Path(model_file)
+        if path.suffix != ".model":
+            raise ValueError(f"{path}: expected the '.model' file written by save() (not the .vocab)")
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer model file {path} not found; write one with tok.save(prefix)")
+        lines = path.read_text(encoding="utf-8").split("\n")
+        if len(lines) < 5 or lines[0] != FORMAT_VERSION or lines[1] not in ("basic", "regex"):
+            raise ValueError(
+                f"{path} is not a '{FORMAT_VERSION}' tokenizer model file (header {lines[:2]!r})"
+            )
+        try:
+            tok = BasicTokenizer() if lines[1] == "basic" else RegexTokenizer(lines[2])
+            tok.byte_ids = [int(x) for x in lines[3].split()]
+            n_special = int(lines[4])
+            specials = {}
+            for line in lines[5 : 5 + n_special]:
+                name, idx = line.rsplit(" ", 1)
+                specials[name] = int(idx)
+            merges = {}
+            for idx, line in enumerate((ln for ln in lines[5 + n_special :] if ln), start=256):
+                a, b = map(int, line.split())
+                merges[(a, b)] = idx
+        except ValueError as err:
+            raise ValueError(f"{path} is corrupt ({err}); re-save the tokenizer") from None
+        if sorted(tok.byte_ids) != list(range(256)):
+            raise ValueError(f"{path} is corrupt: its byte order is not a permutation of 0..255")
+        if any(a >= idx or b >= idx for (a, b), idx in merges.items()):
+            raise ValueError(f"{path} is corrupt: a merge refers to a token that is defined after it")
+        tok.merges = merges
+        tok._rebuild()
+        tok.register_special_tokens(specials)
+        return tok
