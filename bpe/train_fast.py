@@ -56,13 +56,18 @@ def count_pretokens(texts, pattern: str, progress: bool = False) -> Counter:
     """``{pre-token string: count}`` over an iterable of texts, split with ``pattern``."""
     compiled = regex.compile(pattern)
     counts = Counter()
-    blocks = iter_blocks(texts)
+    texts = list(texts)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        blocks = tqdm(blocks, desc="pre-tokenising", unit="block")
-    for block in blocks:
+        bar = tqdm(total=sum(map(len, texts)), desc="pre-tokenising", unit="char", unit_scale=True)
+    for block in iter_blocks(texts):
         counts.update(compiled.findall(block))
+        if bar is not None:
+            bar.update(len(block))
+    if bar is not None:
+        bar.close()
     return counts
 
 
