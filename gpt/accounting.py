@@ -40,6 +40,21 @@ class ParamCounts:
         """The count scaling laws use (Kaplan et al. 2020): everything but the embedding tables."""
         return self.total - self.token_embedding - self.position_embedding
 
+    @property
+    def output_projection(self) -> int:
+        """Weights of the (vocab x C) output matmul, done for every token whether tied or not."""
+        return self.lm_head or self.token_embedding
+
+    @property
+    def matmul(self) -> int:
+        """Weights that do a multiply-add per token: attention, MLP and the output projection.
+
+        Embedding lookups do no arithmetic and norm gains do a negligible amount, but the output
+        projection is a real (C x vocab) matmul even when tied: 38.6M weights in GPT-2 small, so
+        leaving it out (as a plain non-embedding count does) undercounts that model's FLOPs by ~37%.
+        """
+        return self.attention + self.mlp + self.output_projection
+
 
 def param_counts(
     *,
@@ -91,7 +106,7 @@ def training_flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: 
 
     Each weight does a multiply and an add in the forward pass (2N) and twice that in the backward
     pass (4N). Attention adds ``QK^T`` and ``AV``: 2 * 2 * T * C per layer per token forward, so
-    12 * L * C * T for forward + backward. Pass the non-embedding count for the usual estimate: an
-    embedding lookup does no multiply-adds (a tied lm_head does, and PaLM's estimate ignores that too).
+    12 * L * C * T for forward + backward. Pass ``ParamCounts.matmul``: the weights that multiply
+    (an embedding lookup does not; the output projection does, tied or not).
     """
     return 6 * n_params + 12 * n_layer * n_embd * seq_len

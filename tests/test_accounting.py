@@ -52,6 +52,17 @@ def test_llama_style_with_gqa_matches_hf(tied):
     assert counts.total == sum(p.numel() for p in hf.parameters())
 
 
+def test_matmul_params_include_the_tied_output_projection():
+    counts = param_counts(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, block_size=1024)
+    assert counts.output_projection == 50257 * 768
+    assert (
+        counts.matmul
+        == 12 * (768 * 3 * 768 + 3 * 768 + 768 * 768 + 768) + 12 * (2 * 768 * 3072 + 3072 + 768) + 50257 * 768
+    )
+    untied = param_counts(n_layer=1, n_embd=8, n_head=2, vocab_size=5, block_size=4, tied_embeddings=False)
+    assert untied.output_projection == untied.lm_head == 5 * 8
+
+
 def test_hand_worked_flops():
     # 1 layer, width 2, 10 params, context 3: 6*10 + 12*1*2*3 = 132
     assert training_flops_per_token(10, n_layer=1, n_embd=2, seq_len=3) == 132
