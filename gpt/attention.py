@@ -160,8 +160,16 @@ class CausalSelfAttention(nn.Module):
         if self.pos == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(self.n_head), persistent=False)
 
-    def forward(self, x: Tensor, positions: Tensor, step: CacheStep | None = None, cache=None) -> Tensor:
-        """x: (B, T, C); positions: (B, T) long; ``step``/``cache`` from a :class:`KVCache` or None."""
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        step: CacheStep | None = None,
+        cache=None,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """x: (B, T, C); positions: (B, T) long; ``step``/``cache`` from a :class:`KVCache` or None;
+        ``rope``: precomputed (cos, sin) for ``positions`` (the model computes them once for all layers)."""
         B, T, C = x.shape
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.c_attn(x).split([C, nkv * hs, nkv * hs], dim=2)
@@ -169,7 +177,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         if self.pos == "rope":
-            cos, sin = rope_cos_sin(positions, hs, self.rope_theta, dtype=q.dtype)  # (B, T, hs) each
+            cos, sin = rope_cos_sin(positions, hs, self.rope_theta, dtype=q.dtype) if rope is None else rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs)

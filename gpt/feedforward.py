@@ -6,8 +6,10 @@ Transformer") multiplies two projections, one through the activation: ``W2 (act(
 SwiGLU (act = SiLU) is Llama's, GeGLU (act = GELU) Gemma's. Unlike the plain one it has three matrices,
 so models shrink the hidden width (Llama: 2/3 * 4C) to keep the parameter count.
 
-Here the gate and up projections are fused into one matrix of ``2 * hidden`` rows (one matmul instead of
-two): rows [0, hidden) are the gate, rows [hidden, 2 * hidden) the up projection.
+The gate and up projections are kept as two Linear layers (``c_gate``, ``c_fc``). Fusing them into one
+matrix saves a matmul launch but leaves the two halves as strided views, and on CPU the elementwise
+product and the backward concatenation on those views cost more than the launch saved (measured with
+``python -m gpt.bench``).
 
 References: GPT-2 ``gelu_new`` (HF ``activations.py`` ``NewGELUActivation``); HF
 ``models/llama/modeling_llama.py`` ``LlamaMLP``.
@@ -33,17 +35,14 @@ class MLP(nn.Module):
         super().__init__()
         self.gated = config.activation in GATED
         self.act = ACTIVATIONS[config.activation]
-        self.hidden = config.ffn_hidden
-        n_in = 2 if self.gated else 1
-        self.c_fc = nn.Linear(config.n_embd, n_in * config.ffn_hidden, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)  # "up" when gated
+        if self.gated:
+            self.c_gate = nn.Linear(config.n_embd, config.ffn_hidden, bias=config.bias)
         self.c_proj = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.c_fc(x)  # (B, T, n_in * hidden)
-        if self.gated:
-            gate, up = h.split(self.hidden, dim=-1)  # (B, T, hidden) each
-            h = self.act(gate) * up
-        else:
-            h = self.act(h)
+        h = (
+            self.act(self.c_gate(x)) * self.c_fc(x) if self.gated else self.act(self.c_fc(x))
+        )  # (B, T, hidden)
         return self.dropout(self.c_proj(h))

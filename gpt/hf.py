@@ -3,7 +3,7 @@
 Teaches that a "model architecture" is a naming convention for a handful of matrices. GPT-2 stores its
 Linear layers as ``Conv1D`` with transposed weights (in, out) and fuses Q/K/V into ``c_attn``; Llama keeps
 ``q_proj/k_proj/v_proj`` apart (fewer K/V rows under GQA) and a gated MLP as ``gate_proj/up_proj``. Our
-GPT fuses Q/K/V and gate/up into one matrix each, so conversion is concatenation, transposition and
+GPT fuses Q/K/V into one matrix, so conversion is concatenation, transposition and
 renaming, nothing else. HF Llama's RoPE is the rotate_half layout we use, so no row permutation is needed
 here (``gpt.positions.interleaved_to_half_permutation`` is what a Meta-layout checkpoint would need).
 
@@ -124,9 +124,8 @@ def _hf_to_ours(sd: dict[str, Tensor], cfg: GPTConfig, kind: str) -> dict[str, T
             qkv = [sd[a + f"{x}_proj.weight"] for x in "qkv"]
             out[f"h.{i}.attn.c_attn.weight"] = torch.cat(qkv, dim=0)  # rows: q, then k, then v
             out[f"h.{i}.attn.c_proj.weight"] = sd[a + "o_proj.weight"]
-            out[f"h.{i}.mlp.c_fc.weight"] = torch.cat(
-                [sd[m + "gate_proj.weight"], sd[m + "up_proj.weight"]], dim=0
-            )
+            out[f"h.{i}.mlp.c_gate.weight"] = sd[m + "gate_proj.weight"]
+            out[f"h.{i}.mlp.c_fc.weight"] = sd[m + "up_proj.weight"]
             out[f"h.{i}.mlp.c_proj.weight"] = sd[m + "down_proj.weight"]
         out["ln_f.weight"] = sd["model.norm.weight"]
     if not cfg.tie_embeddings:
@@ -260,8 +259,8 @@ def to_hf(model: GPT):
             sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"] = q, k
             sd[p + "self_attn.v_proj.weight"] = v
             sd[p + "self_attn.o_proj.weight"] = ours[f"h.{i}.attn.c_proj.weight"]
-            gate, up = ours[f"h.{i}.mlp.c_fc.weight"].split(cfg.ffn_hidden, dim=0)
-            sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"] = gate, up
+            sd[p + "mlp.gate_proj.weight"] = ours[f"h.{i}.mlp.c_gate.weight"]
+            sd[p + "mlp.up_proj.weight"] = ours[f"h.{i}.mlp.c_fc.weight"]
             sd[p + "mlp.down_proj.weight"] = ours[f"h.{i}.mlp.c_proj.weight"]
         sd["model.norm.weight"] = ours["ln_f.weight"]
     sd["lm_head.weight"] = ours["lm_head.weight"]  # equals the embedding when tied

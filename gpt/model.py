@@ -24,7 +24,7 @@ from gpt.accounting import training_flops_per_token
 from gpt.attention import CacheStep, CausalSelfAttention
 from gpt.feedforward import ACTIVATIONS, MLP
 from gpt.norms import make_norm
-from gpt.positions import sinusoidal_table
+from gpt.positions import rope_cos_sin, sinusoidal_table
 from gpt.sampling import sample_next
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
@@ -131,8 +131,10 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config.norm, config.n_embd, config.norm_eps, config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, positions: Tensor, step: CacheStep | None = None, cache=None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), positions, step, cache)
+    def forward(
+        self, x: Tensor, positions: Tensor, step: CacheStep | None = None, cache=None, rope=None
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), positions, step, cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -206,8 +208,11 @@ class GPT(nn.Module):
         elif self.config.pos == "sinusoidal":
             x = x + self.pe[positions].to(x.dtype)
         x = self.drop(x)
+        rope = None
+        if self.config.pos == "rope":  # the same angles serve every layer: compute them once
+            rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, dtype=x.dtype)
         for block in self.h:
-            x = block(x, positions, step, cache)
+            x = block(x, positions, step, cache, rope)
         x = self.ln_f(x)
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None

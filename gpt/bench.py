@@ -1,0 +1,279 @@
+"""Benchmark: forward + backward tokens/s of gpt.GPT vs Hugging Face GPT-2 and Llama, same weights.
+
+Teaches how to measure a training step honestly: both models run in one process, on the same batch,
+device and dtype, with the same weights (ours is converted from the HF model); warmup iterations are
+dropped (allocator, autotuning, compilation), the two models alternate iteration by iteration (so a
+noisy shared machine slows both alike) and the median time is reported. MFU uses
+``GPT.estimate_mfu`` (``gpt.accounting.training_flops_per_token``) against the device's peak: a table
+of published dense peaks for GPUs, and on a CPU the measured throughput of one large matmul in the same
+dtype (so CPU MFU reads "fraction of what this CPU's GEMM reaches", not of a datasheet number).
+
+    python -m gpt.bench                                   # CPU, fp32, tiny config
+    python -m gpt.bench --dtype bf16
+    python -m gpt.bench --device cuda --dtype bf16 --size 124m --batch 16 --seq 1024 --compile
+
+Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/bench-<device>-<dtype>-<size>``).
+Reference for the methodology: nanoGPT ``bench.py``; peaks from the vendors' datasheets (dense, no
+sparsity).
+"""
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from gpt.model import GPT
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# (n_layer, n_embd, n_head, vocab_size): the Llama variant uses the same shape with a SwiGLU of
+# hidden 8/3 * n_embd (rounded up to 64) so both families do comparable work.
+SIZES = {
+    "tiny": (4, 256, 8, 8192),
+    "small": (6, 384, 6, 50257),
+    "124m": (12, 768, 12, 50257),
+}
+# dense peak FLOP/s by (substring of the device name, dtype); tensor cores for bf16/fp16
+GPU_PEAKS = [
+    ("H200", "bf16", 989e12),
+    ("H100", "bf16", 989e12),
+    ("A100", "bf16", 312e12),
+    ("L4", "bf16", 121e12),
+    ("T4", "fp16", 65e12),
+    ("H200", "fp32", 67e12),
+    ("H100", "fp32", 67e12),
+    ("A100", "fp32", 19.5e12),
+    ("T4", "fp32", 8.1e12),
+]
+
+
+@dataclass
+class BenchConfig:
+    device: str = "cpu"
+    dtype: str = "fp32"
+    size: str = "tiny"
+    batch: int = 4
+    seq: int = 128
+    warmup: int = 3
+    iters: int = 10
+    compile: bool = False
+    families: tuple[str, ...] = ("gpt2", "llama")
+    peak_flops: float | None = None  # override the table / CPU measurement
+    out: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {tuple(DTYPES)}")
+        if self.size not in SIZES:
+            raise ValueError(f"size={self.size!r}; choose one of {tuple(SIZES)}")
+        bad = [f for f in self.families if f not in ("gpt2", "llama")]
+        if bad:
+            raise ValueError(f"unknown families {bad}; choose from gpt2, llama")
+        if self.iters < 1 or self.warmup < 0:
+            raise ValueError(f"need iters >= 1 and warmup >= 0, got {self.iters}, {self.warmup}")
+
+
+def hf_model(family: str, size: str, seq: int):
+    """A randomly initialised HF model of the given family and size, dropout off (we time, not train)."""
+    import transformers
+
+    n_layer, n_embd, n_head, vocab = SIZES[size]
+    if family == "gpt2":
+        cfg = transformers.GPT2Config(
+            vocab_size=vocab,
+            n_positions=max(1024, seq),
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            use_cache=False,
+            attn_implementation="sdpa",
+        )
+        return transformers.GPT2LMHeadModel(cfg)
+    hidden = -(-8 * n_embd // 3 // 64) * 64
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=n_embd,
+        intermediate_size=hidden,
+        num_hidden_layers=n_layer,
+        num_attention_heads=n_head,
+        num_key_value_heads=n_head,
+        max_position_embeddings=max(1024, seq),
+        use_cache=False,
+        attn_implementation="sdpa",
+    )
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def peak_flops(cfg: BenchConfig, device: torch.device) -> tuple[float, str]:
+    """(peak FLOP/s, where it came from) for MFU."""
+    if cfg.peak_flops:
+        return cfg.peak_flops, "--peak-flops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, dt, peak in GPU_PEAKS:
+            if key in name and (dt == cfg.dtype or (dt == "bf16" and cfg.dtype == "fp16")):
+                return peak, f"datasheet {key} {dt}"
+        return float("nan"), f"unknown GPU {name!r}: pass --peak-flops"
+    n = 1024
+    a = torch.randn(n, n, dtype=DTYPES[cfg.dtype], device=device)
+    for _ in range(3):
+        a @ a
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times), f"measured {n}x{n} matmul"
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(fns: dict, cfg: BenchConfig, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function, alternating between them every iteration."""
+    for _ in range(cfg.warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times = {name: [] for name in fns}
+    for _ in range(cfg.iters):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main(cfg: BenchConfig) -> list[dict]:
+    device = torch.device(cfg.device)
+    dtype = DTYPES[cfg.dtype]
+    torch.manual_seed(cfg.seed)
+    peak, peak_src = peak_flops(cfg, device)
+    rows = []
+    for family in cfg.families:
+        hf = hf_model(family, cfg.size, cfg.seq).to(device=device, dtype=dtype).train()
+        ours = GPT.from_hf(hf).to(device=device, dtype=dtype).train()
+        vocab = ours.config.vocab_size
+        x = torch.randint(0, vocab, (cfg.batch, cfg.seq + 1), device=device)
+        inp, tgt = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+        run_ours, run_hf = ours, hf
+        if cfg.compile:
+            run_ours, run_hf = torch.compile(ours), torch.compile(hf)
+
+        def step_ours(m=run_ours, model=ours, inp=inp, tgt=tgt):
+            model.zero_grad(set_to_none=True)
+            _, loss = m(inp, tgt)
+            loss.backward()
+
+        def step_hf(
+            m=run_hf, model=hf, inp=inp
+        ):  # HF shifts labels inside: same T positions in, T - 1 scored
+            model.zero_grad(set_to_none=True)
+            m(input_ids=inp, labels=inp, use_cache=False).loss.backward()
+
+        med = time_pair({"ours": step_ours, "hf": step_hf}, cfg, device)
+        tokens = cfg.batch * cfg.seq
+        row = dict(
+            family=family,
+            params_M=round(ours.num_params() / 1e6, 2),
+            ours_tok_s=tokens / med["ours"],
+            hf_tok_s=tokens / med["hf"],
+            ratio=med["hf"] / med["ours"],
+            ours_mfu=ours.estimate_mfu(tokens, med["ours"], peak, seq_len=cfg.seq),
+            hf_mfu=ours.estimate_mfu(tokens, med["hf"], peak, seq_len=cfg.seq),
+        )
+        rows.append(row)
+        del hf, ours, run_ours, run_hf
+
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device={name} dtype={cfg.dtype} size={cfg.size} batch={cfg.batch} seq={cfg.seq} "
+        f"compile={cfg.compile} iters={cfg.iters} (median) peak={peak:.3g} FLOP/s [{peak_src}]"
+    )
+    print(f"{'family':<7}{'params':>9}{'ours tok/s':>13}{'HF tok/s':>12}{'ours/HF':>9}", end="")
+    print(f"{'MFU ours':>10}{'MFU HF':>9}")
+    for r in rows:
+        print(
+            f"{r['family']:<7}{r['params_M']:>8}M{r['ours_tok_s']:>13,.0f}{r['hf_tok_s']:>12,.0f}"
+            f"{r['ratio']:>8.2f}x{r['ours_mfu']:>10.1%}{r['hf_mfu']:>9.1%}"
+        )
+    out = Path(
+        cfg.out or f"runs/bench-{cfg.device}-{cfg.dtype}-{cfg.size}{'-compile' if cfg.compile else ''}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {**asdict(cfg), "device_name": name, "peak_flops": peak, "peak_source": peak_src}
+    meta["torch"] = torch.__version__
+    (out / "bench.json").write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
+    _plot(rows, cfg, name, out / "bench.png")
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return rows
+
+
+def _plot(rows, cfg, device_name, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["ours_tok_s"] for r in rows], width=0.4, label="ours (gpt.GPT)")
+    ax.bar([x + 0.2 for x in xs], [r["hf_tok_s"] for r in rows], width=0.4, label="HF transformers")
+    ax.set_xticks(list(xs), [f"{r['family']}\n{r['ratio']:.2f}x" for r in rows])
+    ax.set_ylabel("train tokens / s (fwd + bwd)")
+    ax.set_title(f"{device_name}, {cfg.dtype}, {cfg.size}{', compiled' if cfg.compile else ''}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> BenchConfig:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default=d.dtype, choices=tuple(DTYPES))
+    p.add_argument("--size", default=d.size, choices=tuple(SIZES))
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--seq", type=int, default=d.seq)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--iters", type=int, default=d.iters)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
+    p.add_argument("--families", default=",".join(d.families), help="comma-separated: gpt2,llama")
+    p.add_argument("--peak-flops", type=float, default=None, help="device peak FLOP/s for MFU")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench-...)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    a = p.parse_args(argv)
+    return BenchConfig(
+        device=a.device,
+        dtype=a.dtype,
+        size=a.size,
+        batch=a.batch,
+        seq=a.seq,
+        warmup=a.warmup,
+        iters=a.iters,
+        compile=a.compile,
+        families=tuple(f for f in a.families.split(",") if f),
+        peak_flops=a.peak_flops,
+        out=a.out,
+        seed=a.seed,
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args())
