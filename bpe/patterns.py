@@ -32,6 +32,13 @@ GPT4_ASCII_PATTERN = (
 )
 ASCII_PATTERNS = {GPT2_SPLIT_PATTERN: GPT2_ASCII_PATTERN, GPT4_SPLIT_PATTERN: GPT4_ASCII_PATTERN}
 
+# Where text may be cut without changing the split of either pattern above: between an ASCII letter
+# or digit and a following space or newline. The letter/digit run ends there, the next piece starts
+# there, and the left part never ends in whitespace (where `\s++$` would behave differently).
+# Used to pre-tokenise big corpora block by block and to run the ASCII patterns on the ASCII stretches
+# of mixed text; tests check both against splitting the whole text at once.
+SAFE_CUT_PATTERN = r"[A-Za-z0-9](?=[ \n])"
+
 SPLIT_PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "gpt4": GPT4_SPLIT_PATTERN}
 
 

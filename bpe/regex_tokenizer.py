@@ -7,9 +7,10 @@ two speed-ups that do not change a single id (both are tested against the plain 
 
 - a cache from piece string to ids: most pieces of real text repeat (" the", ","), so BPE runs once
   per distinct piece (tiktoken caches nothing, but it is Rust);
-- for pure-ASCII text with the GPT-2 or GPT-4 pattern, the split runs with the standard library's
-  ``re`` and an ASCII-only copy of the pattern (``patterns.ASCII_PATTERNS``), about 2x faster than
-  the ``regex`` module.
+- with the GPT-2 or GPT-4 pattern, ASCII stretches of the text are split with the standard
+  library's ``re`` and an ASCII-only copy of the pattern (``patterns.ASCII_PATTERNS``), about 2x
+  faster than the ``regex`` module, which handles only the stretches around non-ASCII characters
+  (cut at ``patterns.SAFE_CUT_PATTERN``, where no piece crosses).
 """
 
 import re
@@ -20,11 +21,26 @@ import regex
 
 from bpe.base import Tokenizer
 from bpe.basic import check_vocab_size
-from bpe.patterns import ASCII_PATTERNS, resolve_pattern
+from bpe.patterns import ASCII_PATTERNS, SAFE_CUT_PATTERN, resolve_pattern
 from bpe.train_fast import count_pretokens, train_fast
 from bpe.train_reference import train_reference
 
 CACHE_MAX = 1 << 20  # distinct pieces kept; beyond this, new pieces are encoded without caching
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_SAFE_CUT = re.compile(SAFE_CUT_PATTERN)
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def last_safe_cut(text: str, lo: int, hi: int) -> int:
+    """Largest p in (lo, hi) with text[p - 1] an ASCII letter/digit and text[p] in " \n"; else lo."""
+    p = hi
+    while True:
+        i = max(text.rfind(" ", lo, p), text.rfind("\n", lo, p))
+        if i <= lo:
+            return lo
+        if text[i - 1] in _ALNUM:
+            return i
+        p = i
 
 
 class RegexTokenizer(Tokenizer):
@@ -43,9 +59,25 @@ class RegexTokenizer(Tokenizer):
 
     def split(self, text: str) -> list[str]:
         """The regex pieces of ``text`` (what BPE runs on, one at a time)."""
-        if self._ascii is not None and text.isascii():
-            return self._ascii.findall(text)
-        return self._compiled.findall(text)
+        if self._ascii is None:
+            return self._compiled.findall(text)
+        fast, slow = self._ascii.findall, self._compiled.findall
+        if text.isascii():
+            return fast(text)
+        pieces, pos, n = [], 0, len(text)
+        while pos < n:
+            m = _NON_ASCII.search(text, pos)
+            if m is None:
+                pieces += fast(text[pos:])
+                break
+            start = last_safe_cut(text, pos, m.start())
+            if start > pos:
+                pieces += fast(text[pos:start])
+            cut = _SAFE_CUT.search(text, m.end())
+            end = cut.end() if cut else n
+            pieces += slow(text[start:end])
+            pos = end
+        return pieces
 
     def train(
         self, text, vocab_size: int, verbose: bool = False, trainer: str = "fast", progress: bool = False

@@ -22,19 +22,18 @@ from itertools import pairwise
 import regex
 
 from bpe.base import merge
+from bpe.patterns import SAFE_CUT_PATTERN
 
 BLOCK_CHARS = 1 << 20  # pre-tokenise this much text at a time (bounded memory for large corpora)
-_SAFE_CUT = regex.compile(r"[A-Za-z0-9](?=[ \n])")
+_SAFE_CUT = regex.compile(SAFE_CUT_PATTERN)
 
 
 def iter_blocks(texts, block_chars: int = BLOCK_CHARS):
     """Yield pieces of ``texts`` (strings) of about ``block_chars``, cut only where no regex piece crosses.
 
-    A cut goes between an ASCII letter or digit and a following space or newline: no match of the
-    GPT-2 or GPT-4 pattern spans that point (the letter/digit run ends there, whitespace starts the
-    next piece), and a block never ends in whitespace, where the ``$`` anchor would match differently; so
-    counting pieces block by block equals counting them on the whole text (tested). Other patterns
-    may differ slightly at block edges.
+    A cut goes at ``patterns.SAFE_CUT_PATTERN`` (after an ASCII letter or digit followed by a space
+    or newline), where no piece of the GPT-2 or GPT-4 pattern crosses; so counting pieces block by
+    block equals counting them on the whole text (tested). Other patterns may differ at block edges.
     """
     for text in texts:
         start = 0

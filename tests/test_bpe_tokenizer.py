@@ -165,6 +165,24 @@ def test_ascii_fast_split_equals_regex_hypothesis(text):
         assert regex.findall(ASCII_PATTERNS[pattern], text) == regex.findall(pattern, text)
 
 
+@settings(max_examples=300)
+@given(st.text(alphabet=list("ab1 \n\t.'sé²ก😀\u00a0\u3000Z9"), max_size=40))
+def test_mixed_text_split_equals_regex(text):
+    # Mixed text: ASCII stretches go to the stdlib pattern, the rest to `regex`, cut at safe points.
+    for pattern in ("gpt2", "gpt4"):
+        tok = bpe.RegexTokenizer(pattern)
+        assert tok.split(text) == regex.findall(tok.pattern, text)
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_mixed_corpus_split_equals_regex(data_file, pattern):
+    text = data_file("wikitext2", "valid.txt").read_text(encoding="utf-8")[:400_000]
+    text += data_file("udhr_sea", "udhr_vie.txt").read_text(encoding="utf-8")
+    tok = bpe.RegexTokenizer(pattern)
+    assert not text.isascii()
+    assert tok.split(text) == regex.findall(tok.pattern, text)
+
+
 def test_cache_does_not_change_ids(trained, shakespeare):
     text = shakespeare[300_000:330_000] + " naïve café ☕"
     cold = bpe.Tokenizer.__new__(type(trained))
