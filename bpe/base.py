@@ -115,8 +115,12 @@ class Tokenizer:
         self._rebuild()
 
     # ------------------------------------------------------------------ derived state
-    def _rebuild(self):
-        """Recompute the vocabulary and lookup tables from ``merges``, ``byte_ids`` and ``special_tokens``."""
+    def _rebuild(self, tokens_encode_to_themselves: bool = False):
+        """Recompute the vocabulary and lookup tables from ``merges``, ``byte_ids`` and ``special_tokens``.
+
+        ``tokens_encode_to_themselves=True`` skips the check behind the whole-token shortcut (below)
+        when the caller guarantees it, as ``recover_merges`` does by construction.
+        """
         assert sorted(self.byte_ids) == list(range(256)), "byte_ids must be a permutation of 0..255"
         vocab = {self.byte_ids[b]: bytes([b]) for b in range(256)}
         for (a, b), idx in self.merges.items():
@@ -125,6 +129,13 @@ class Tokenizer:
         self.vocab = vocab
         self.inverse_special_tokens = {v: k for k, v in self.special_tokens.items()}
         self._cache: dict[str, list[int]] = {}
+        # Whole-token shortcut: a chunk whose bytes are a token encodes to that token without running
+        # BPE (tiktoken does the same). It is exact only for tokens whose own bytes BPE-encode to
+        # themselves, so only those are listed here (all of them for every vocabulary we tested).
+        self._whole = {}
+        for idx, token in vocab.items():
+            if len(token) > 1 and (tokens_encode_to_themselves or self._bpe(token) == [idx]):
+                self._whole[token] = idx
 
     @property
     def vocab_size(self) -> int:
@@ -149,7 +160,12 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encode / decode
     def _encode_chunk(self, chunk: bytes) -> list[int]:
-        """BPE on one chunk of bytes (no regex, no special tokens)."""
+        """One chunk of bytes -> ids (no regex, no special tokens)."""
+        idx = self._whole.get(chunk)
+        return [idx] if idx is not None else self._bpe(chunk)
+
+    def _bpe(self, chunk: bytes) -> list[int]:
+        """The BPE merge loop on one chunk, always run (no whole-token shortcut)."""
         byte_ids = self.byte_ids
         ids = [byte_ids[b] for b in chunk]
         return bpe_heap(ids, self.merges) if len(ids) > LONG_CHUNK else bpe_scan(ids, self.merges)

@@ -3,6 +3,8 @@
 tiktoken stores only ``{token_bytes: rank}``; the merges are implicit. minbpe's ``gpt4.py``
 (``recover_merges``) shows how to get them back: a token of rank ``r`` was created by merging two
 tokens, and running BPE on its bytes with only the ranks below ``r`` stops at exactly those two.
+Here that BPE is our own merge loop with the merges recovered so far (all of lower rank), so each
+token encodes to itself by construction, and the whole-token shortcut of ``Tokenizer`` is exact.
 Unlike minbpe, which hard-codes cl100k's byte shuffle, this reads the byte order from the ranks
 (GPT-2's ranks start with ``!`` at 0; ``byte_ids[b]`` is the id of byte ``b``) and checks that the
 result is a consistent BPE vocabulary. The rebuilt tokenizer reproduces tiktoken id for id
@@ -11,24 +13,10 @@ result is a consistent BPE vocabulary. The rebuilt tokenizer reproduces tiktoken
 
 import os
 
+from bpe.base import bpe_scan
 from bpe.patterns import GPT2_SPLIT_PATTERN
 from bpe.reference import ENDOFTEXT, read_ranks
 from bpe.regex_tokenizer import RegexTokenizer
-
-
-def _bpe_below(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
-    """BPE on ``token``'s bytes with tiktoken's rule, using only ranks below ``max_rank``."""
-    parts = [bytes([b]) for b in token]
-    while len(parts) > 1:
-        best_i, best_rank = None, None
-        for i in range(len(parts) - 1):
-            r = ranks.get(parts[i] + parts[i + 1])
-            if r is not None and r < max_rank and (best_rank is None or r < best_rank):
-                best_i, best_rank = i, r
-        if best_i is None:
-            break
-        parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-    return parts
 
 
 def recover_merges(ranks: dict[bytes, int]) -> tuple[list[int], dict[tuple[int, int], int]]:
@@ -50,10 +38,10 @@ def recover_merges(ranks: dict[bytes, int]) -> tuple[list[int], dict[tuple[int, 
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(token) < 2:
             continue
-        parts = _bpe_below(ranks, token, rank)
+        parts = bpe_scan([byte_ids[b] for b in token], merges)  # every merge so far has a lower rank
         if len(parts) != 2:
             raise ValueError(f"token {token!r} (rank {rank}) is not the merge of two lower-ranked tokens")
-        merges[(ranks[parts[0]], ranks[parts[1]])] = rank
+        merges[(parts[0], parts[1])] = rank
     return byte_ids, merges
 
 
@@ -83,6 +71,6 @@ def from_tiktoken(
             specials = special_tokens
     tok = RegexTokenizer(pattern)
     tok.byte_ids, tok.merges = recover_merges(ranks)
-    tok._rebuild()
+    tok._rebuild(tokens_encode_to_themselves=True)
     tok.register_special_tokens(specials)
     return tok

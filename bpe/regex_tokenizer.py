@@ -107,14 +107,13 @@ class RegexTokenizer(Tokenizer):
         pieces = self.split(text)
         cache = self._cache
         found = list(map(cache.get, pieces))
-        if None in found:
-            for i, ids in enumerate(found):
-                if ids is None:
-                    piece = pieces[i]
-                    ids = cache.get(piece)
-                    if ids is None:
-                        ids = self._encode_chunk(piece.encode("utf-8"))
-                        if len(cache) < CACHE_MAX:
-                            cache[piece] = ids
-                    found[i] = ids
+        if None in found:  # BPE once per distinct new piece (a set difference runs in C, not a Python loop)
+            missing = set(pieces).difference(cache)
+            if len(cache) + len(missing) > CACHE_MAX:
+                cache.clear()  # bounded memory: start over rather than grow without limit
+                missing = set(pieces)
+            encode_chunk = self._encode_chunk
+            for piece in missing:
+                cache[piece] = encode_chunk(piece.encode("utf-8"))
+            found = list(map(cache.__getitem__, pieces))
         return list(chain.from_iterable(found))

@@ -215,3 +215,30 @@ def test_encode_batch_in_processes_equals_sequential(trained, shakespeare):
     expected = [trained.encode(t, allowed_special="all") for t in texts]
     assert trained.encode_batch(texts, num_workers=2, allowed_special="all") == expected
     assert trained.encode_batch(texts, num_threads=1, allowed_special="all") == expected
+
+
+def test_whole_token_shortcut_equals_bpe(trained, data_file, shakespeare):
+    gpt2 = bpe.from_tiktoken(data_file("tokenizers", "gpt2.tiktoken"))
+    text = shakespeare[:200_000] + data_file("udhr_sea", "udhr_vie.txt").read_text(encoding="utf-8")
+    for tok in (trained, gpt2):
+        pieces = {p.encode("utf-8") for p in tok.split(text)}
+        assert sum(p in tok._whole for p in pieces) >= 100  # the shortcut is really taken
+        assert all(tok._encode_chunk(p) == tok._bpe(p) for p in pieces)
+    # recover_merges guarantees every GPT-2 token BPE-encodes to itself; check that claim directly.
+    assert all(gpt2._bpe(token) == [idx] for idx, token in gpt2.vocab.items())
+    assert len(gpt2._whole) == 50_256 - 256
+    assert len(trained._whole) == len(trained.merges)  # true for this corpus too (checked, not assumed)
+
+
+def test_cache_overflow_is_cleared_not_grown(trained, shakespeare, monkeypatch):
+    import bpe.regex_tokenizer as rt
+
+    text = shakespeare[400_000:420_000]
+    expected = trained.encode_ordinary(text)
+    small = bpe.RegexTokenizer(trained.pattern)
+    small.merges = dict(trained.merges)
+    small._rebuild()
+    monkeypatch.setattr(rt, "CACHE_MAX", 500)
+    assert small.encode_ordinary(text) == expected
+    assert small.encode_ordinary(shakespeare[:20_000]) == trained.encode_ordinary(shakespeare[:20_000])
+    assert len(small._cache) <= max(500, len(set(small.split(shakespeare[:20_000]))))
