@@ -32,11 +32,17 @@ def draw_graph(root, ax=None, max_values=200):
             f"the graph has {len(nodes)} Values, more than max_values={max_values}; draw a smaller "
             "expression or pass a larger max_values"
         )
-    # Depth: 0 for a leaf, else one more than its deepest child. A Value at depth d is drawn at
+    # Depth: one more than the deepest child, so every arrow points right; then each leaf moves right
+    # to just before its first use, which keeps edges short. A Value at depth d is drawn at
     # x = 2d * COLUMN_GAP and the op that made it one column to its left.
-    depth = {}
+    depth, users = {}, {v: [] for v in nodes}
     for v in nodes:
         depth[v] = 1 + max(depth[c] for c in v._children) if v._children else 0
+        for c in v._children:
+            users[c].append(v)
+    for v in nodes:
+        if not v._children and users[v]:
+            depth[v] = min(depth[u] for u in users[v]) - 1
     n_depths = max(depth.values()) + 1
     columns = [[v for v in nodes if depth[v] == d] for d in range(n_depths)]  # topological order within
     value_xy, op_xy = {}, {}

@@ -1,4 +1,4 @@
-"""micrograd.nn against torch.nn.Linear in float64 (rel. tolerance 1e-6), plus training on two moons."""
+"""micrograd.nn against torch.nn.Linear in float64 (rel. tolerance 1e-9), plus training on two moons."""
 
 import gc
 import math
@@ -17,9 +17,11 @@ def to_torch(mlp):
     layers = []
     for k, layer in enumerate(mlp.layers):
         lin = torch.nn.Linear(len(layer.neurons[0].w), len(layer.neurons), dtype=torch.float64)
+        W = torch.tensor([[w.data for w in n.w] for n in layer.neurons], dtype=torch.float64)  # (nout, nin)
+        b = torch.tensor([n.b.data for n in layer.neurons], dtype=torch.float64)  # (nout,)
         with torch.no_grad():
-            lin.weight.copy_(torch.tensor([[w.data for w in n.w] for n in layer.neurons]))  # (nout, nin)
-            lin.bias.copy_(torch.tensor([n.b.data for n in layer.neurons]))  # (nout,)
+            lin.weight.copy_(W)
+            lin.bias.copy_(b)
         layers.append(lin)
         act = layer.neurons[0].act
         if k < len(mlp.layers) - 1:
@@ -39,14 +41,15 @@ def test_mlp_forward_and_grads_match_torch(act):
     out_t = net(torch.tensor(xs, dtype=torch.float64))  # (3, 2)
     loss_t = ((out_t[:, 0] - out_t[:, 1]) ** 2 + out_t[:, 0]).sum()
     loss_t.backward()
-    assert math.isclose(loss.data, loss_t.item(), rel_tol=1e-6)
+    # 1e-9: both sides are float64 throughout (weights copied as float32 would miss by ~1e-7)
+    assert math.isclose(loss.data, loss_t.item(), rel_tol=1e-9)
     got = [p.grad for p in mlp.parameters()]
     # micrograd's order per layer: each neuron's weights then its bias
     want = []
     for lin in net[::2]:
         for row_w, b in zip(lin.weight.grad.tolist(), lin.bias.grad.tolist(), strict=True):
             want += [*row_w, b]
-    assert got == pytest.approx(want, rel=1e-6, abs=1e-12)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
 def test_parameter_count_by_hand():
