@@ -16,6 +16,7 @@ Reference: nanoGPT ``train.py`` (``ckpt.pt`` with model/optimizer/model_args/ite
 
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +70,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip/pickle/EOF errors differ by how the file is damaged: one message for all
+        text = str(err)
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsafe:
+            raise ValueError(
+                f"checkpoint {path} holds a pickled {unsafe.group(1)} that torch.load(weights_only=True) "
+                "refuses to rebuild; it was not written by gpt/train.py. Load only checkpoints you trust"
+            ) from err
         raise ValueError(
-            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "delete it and resume from another checkpoint or start again"
+            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); delete it and resume from "
+            "another checkpoint or start again"
         ) from err
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:

@@ -86,6 +86,11 @@ class TrainConfig:
             raise ValueError(f"dtype={self.dtype!r}; choose one of {DTYPES}")
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour={self.flavour!r}; choose one of {FLAVOURS}")
+        if self.warmup_steps > (self.lr_decay_steps or self.max_steps):
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} is longer than the schedule "
+                f"(lr_decay_steps or max_steps = {self.lr_decay_steps or self.max_steps})"
+            )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         if self.stop_step is not None and not 1 <= self.stop_step <= self.max_steps:
