@@ -58,7 +58,7 @@ def remove_control_chars(text: str) -> str:
 
 def dehyphenate(text: str) -> str:
     """Join a word split by a hyphen at a line end: "infor-\\nmation is" -> "information\\nis"."""
-    return re.sub(r"([a-z]+)-[ \t]*\n[ \t]*([a-z]+)", r"\1\2\n", text)
+    return re.sub(r"([a-z]+)-[ \t]*\n[ \t]*([a-z]+)[ \t]?", r"\1\2\n", text)
 
 
 def fix_ocr_confusions(text: str) -> str:

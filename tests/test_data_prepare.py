@@ -1,0 +1,129 @@
+"""prepare(): tinyshakespeare with char and GPT-2 tokenizers decodes back to the text (GPT-2 ids equal
+tiktoken's), idempotent reuse, the cleaning/filter/dedup/mixture switches, and the errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gpt.data.loader import ShardedLoader
+from gpt.data.prepare import load_prepared, prepare
+from gpt.data.shards import read_shard
+from gpt.data.sources import split_text
+from gpt.data.tokenize import gpt2_encoding, load_tokenizer
+
+
+def tokens_of(paths):
+    return np.concatenate([np.asarray(read_shard(p)) for p in paths]).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def shakespeare(data_file):
+    return data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")
+
+
+def test_tinyshakespeare_char_decodes_back(shakespeare, tmp_path):
+    data = prepare("tinyshakespeare", tmp_path, tokenizer="char", val_fraction=0.1, shard_tokens=300_000)
+    assert data.vocab_size == 65 and data.eot_id is None  # SOURCE.md: 65 distinct characters
+    assert len(data.train_shards) == 4 and len(data.val_shards) == 1
+    tok = load_tokenizer(data.tokenizer_spec)
+    train, val = tok.decode(tokens_of(data.train_shards)), tok.decode(tokens_of(data.val_shards))
+    assert train + val == shakespeare
+    assert (train, val) == split_text(shakespeare, 0.1)
+    assert data.num_train_tokens + data.num_val_tokens == len(shakespeare)
+
+
+def test_tinyshakespeare_gpt2_ids_equal_tiktoken(shakespeare, tmp_path, data_file):
+    data_file("tokenizers", "gpt2.tiktoken")
+    data = prepare("tinyshakespeare", tmp_path, shard_tokens=100_000)
+    train_text, val_text = split_text(shakespeare, 0.05)
+    enc = gpt2_encoding()
+    train = tokens_of(data.train_shards)
+    assert train.tolist() == [50256, *enc.encode_ordinary(train_text)]  # EOT before the document
+    assert tokens_of(data.val_shards).tolist() == [50256, *enc.encode_ordinary(val_text)]
+    assert load_tokenizer(data.tokenizer_spec).decode(train[1:]) == train_text
+    assert data.vocab_size == 50257 and data.eot_id == 50256 and len(data.train_shards) == 4
+
+
+def test_idempotent_and_redone_for_new_settings(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("hello world\n" * 50)
+    out = tmp_path / "out"
+    first = prepare(str(tmp_path / "in.txt"), out, tokenizer="char")
+    stamp = first.train_shards[0].stat().st_mtime_ns
+    again = prepare(str(tmp_path / "in.txt"), out, tokenizer="char")
+    assert again == first and first.train_shards[0].stat().st_mtime_ns == stamp
+    assert "already tokenized" in capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    assert (
+        meta["tokenizer_spec"] == {"kind": "char", "chars": "\n dehlorw"}
+        and "in.txt" in meta["source_description"]
+    )
+    other = prepare(str(tmp_path / "in.txt"), out, tokenizer="char", val_fraction=0.5)
+    assert other.num_val_tokens == 25 * 12 and load_prepared(out) == other
+
+
+def test_clean_filter_dedup_and_mixture(tmp_path):
+    good = (
+        "The keeper of the lighthouse wrote to the harbour master that the lamp had failed twice during "
+        "the storm and that the oil would not last until the supply ship came back with the spring tide. "
+        "{} He asked for a new wick, for glass, and for a second man to share the watch."
+    )
+    docs = [good.format(f"Entry {i} of the log book.") for i in range(4)]
+    web = [{"text": d} for d in [*docs, docs[0], "buy now cheap"]]  # one exact copy, one junk page
+    (tmp_path / "web.jsonl").write_text("\n".join(json.dumps(r) for r in web))
+    book = (
+        "The ﬁrst chapter of the book tells how a young woman from the village became the keeper of the "
+        "light, how she learned to read the weather from the colour of the sea, and why she stayed on the "
+        "island for forty years when everyone else had left for the towns on the mainland."
+    )
+    (tmp_path / "book.txt").write_text(book)
+    data = prepare(
+        [str(tmp_path / "web.jsonl"), str(tmp_path / "book.txt")],
+        tmp_path / "out",
+        tokenizer="char",
+        val_fraction=0.0,
+        weights={str(tmp_path / "book.txt"): 3.0},
+        clean=True,
+        quality_filter=True,
+        dedup=True,
+    )
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    web_reports = {
+        r["step"]: {name: removed for name, removed, _ in r["rows"]}
+        for r in meta["reports"]
+        if r["source"] == str(tmp_path / "web.jsonl") and r["split"] == "train"
+    }
+    assert web_reports["quality filters"]["word count"] == 1  # "buy now cheap"
+    assert web_reports["dedup"]["exact duplicates"] == 1
+    # the 4 log entries differ in one short sentence: near duplicates at Jaccard >= 0.8
+    assert web_reports["dedup"]["near duplicates (MinHash)"] == 3
+    assert meta["documents"]["train_by_source"] == {
+        str(tmp_path / "web.jsonl"): 1,
+        str(tmp_path / "book.txt"): 3,
+    }
+    text = load_tokenizer(data.tokenizer_spec).decode(tokens_of(data.train_shards))
+    assert "ﬁ" not in text and text.count("The first chapter") == 3
+
+
+def test_pystdlib_into_the_loader(tmp_path):
+    data = prepare("pystdlib", tmp_path, tokenizer="char", max_docs=30)
+    x, y = ShardedLoader(data.train_shards, batch_size=2, seq_len=64).next_batch()
+    assert x.shape == (2, 64) and int(x.max()) < data.vocab_size and torch.equal(x[:, 1:], y[:, :-1])
+    assert json.loads((tmp_path / "meta.json").read_text())["documents"]["train"] == 30
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown source 'openwebtext'.*pystdlib.*tinyshakespeare"):
+        prepare("openwebtext", tmp_path)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="no training text"):
+        prepare(str(tmp_path / "empty.txt"), tmp_path / "out", tokenizer="char")
+    (tmp_path / "blank.jsonl").write_text('{"text": ""}\n{"text": ""}\n')
+    with pytest.raises(ValueError, match="no training text"):
+        prepare(str(tmp_path / "blank.jsonl"), tmp_path / "out", tokenizer="char")
+    with pytest.raises(TypeError, match="unknown limits \\['max_tokens'\\]"):
+        prepare("pystdlib", tmp_path, max_tokens=10)
+    with pytest.raises(ValueError, match="empty list"):
+        prepare([], tmp_path)
+    assert not (tmp_path / "out" / "meta.json").exists()
