@@ -5,9 +5,9 @@ per sentence, less text in the context window, and higher per-token API prices f
 (Petrov et al. 2023, "Language Model Tokenizers Introduce Unfairness Between Languages", call the
 ratio to English on parallel text the tokenization *premium*; Rust et al. 2021 use tokens per word,
 "fertility"). This is the measurement behind SEA-LION's choice of a large multilingual vocabulary
-(AI Singapore, SEA-LION technical report: a 256k-token SentencePiece vocabulary for Southeast Asian
-languages). It works with any object that has ``encode_ordinary(text) -> ids``: our tokenizers and
-``tiktoken.Encoding`` alike.
+(AI Singapore's SEA-LION 7B model card: a 256K vocabulary from a custom SEABPETokenizer tailored to
+Southeast Asian languages). It works with any object that has ``encode_ordinary(text) -> ids``:
+our tokenizers and ``tiktoken.Encoding`` alike.
 
 Words are whitespace-separated strings, which is meaningless for Thai, Lao, Khmer and Burmese: they
 write no spaces between words (a Thai "word" by this count is a whole phrase). Characters and bytes
