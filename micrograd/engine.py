@@ -30,8 +30,9 @@ Differences from floats and torch, on purpose:
 - ``relu``'s derivative at exactly 0 is 0, as in torch.
 
 Reference: Karpathy's micrograd (github.com/karpathy/micrograd, ``micrograd/engine.py``), with the
-local gradients stored at forward time as in his later ``microgpt.py``, instead of one
-``_backward`` closure per node.
+local gradients stored at forward time, as in his later ``microgpt.py``
+(gist.github.com/karpathy/8627fe009c40f57531cb18360106ce95), instead of one ``_backward`` closure
+per node.
 """
 
 import math
