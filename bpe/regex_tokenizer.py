@@ -106,7 +106,7 @@ class RegexTokenizer(Tokenizer):
             )
         pieces = self.split(text)
         cache = self._cache
-        found = list(map(cache.get, pieces))
+        found = list(map(cache.get, pieces)) if cache else [None]
         if None in found:  # BPE once per distinct new piece (a set difference runs in C, not a Python loop)
             missing = set(pieces).difference(cache)
             if len(cache) + len(missing) > CACHE_MAX:
