@@ -12,6 +12,7 @@ Reference: Jurafsky & Martin, "Speech and Language Processing", ch. 3 (n-grams, 
 karpathy/makemore (bigram counts vs the one-layer network).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -96,11 +97,16 @@ class NeuralNGram(nn.Module):
 
 
 def train_neural(
-    tokens: Tensor, config: NGramConfig, steps: int = 200, lr: float = 0.3
+    tokens: Tensor,
+    config: NGramConfig,
+    steps: int = 200,
+    lr: float = 0.3,
+    on_step: Callable[[int, NeuralNGram], None] | None = None,
 ) -> tuple[NeuralNGram, list[float]]:
     """Full-batch Adam with a cosine-decayed learning rate on :meth:`NeuralNGram.loss`; returns the model
-    and the loss at each step. (Adam's per-parameter step size copes with rare contexts, whose gradients
-    are tiny; plain gradient descent needs thousands of steps for them.)"""
+    and the loss at each step; ``on_step(step, model)`` is called after each update (e.g. to watch the
+    table approach the counts). Adam's per-parameter step size copes with rare contexts, whose gradients
+    are tiny; plain gradient descent needs thousands of steps for them."""
     model = NeuralNGram(config)
     ctx, nxt = context_ids(tokens, config.n, config.vocab_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -113,4 +119,6 @@ def train_neural(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(len(losses), model)
     return model, losses
