@@ -176,3 +176,23 @@ def test_load_tiktoken_errors(tmp_path):
         bpe.read_ranks(bad)
     with pytest.raises(TypeError, match="name or a path"):
         bpe.from_tiktoken(50257)
+
+
+def test_names_go_to_tiktoken_get_encoding(monkeypatch, ref, gpt2_path):
+    # Offline stand-in for the network: get_encoding("gpt2") returns the Encoding built from the file,
+    # so the name path (ranks, pattern and special tokens taken from the Encoding) is exercised.
+    calls = []
+
+    def fake_get_encoding(name):
+        calls.append(name)
+        return ref
+
+    monkeypatch.setattr(tiktoken, "get_encoding", fake_get_encoding)
+    assert bpe.load_tiktoken("gpt2") is ref
+    tok = bpe.from_tiktoken("gpt2")
+    assert calls == ["gpt2", "gpt2"]
+    assert tok.pattern == ref._pat_str and tok.special_tokens == {"<|endoftext|>": 50256}
+    text = "Names and paths give the same tokenizer <|endoftext|>"
+    assert tok.encode(text, allowed_special="all") == bpe.from_tiktoken(gpt2_path).encode(
+        text, allowed_special="all"
+    )
