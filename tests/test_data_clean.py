@@ -33,6 +33,7 @@ def test_control_chars_go_tabs_and_newlines_stay():
 def test_dehyphenate_joins_lowercase_split_words_only():
     assert dehyphenate("the infor-\nmation is here") == "the information\nis here"
     assert dehyphenate("a line-  \n  break") == "a linebreak\n"
+    assert dehyphenate("was expen-\nsive. Then") == "was expensive.\nThen"
     # a capital after the break (a name, a new sentence) or digits: left alone
     assert dehyphenate("Smith-\nJones") == "Smith-\nJones"
     assert dehyphenate("pages 10-\n12") == "pages 10-\n12"

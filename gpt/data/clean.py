@@ -57,8 +57,11 @@ def remove_control_chars(text: str) -> str:
 
 
 def dehyphenate(text: str) -> str:
-    """Join a word split by a hyphen at a line end: "infor-\\nmation is" -> "information\\nis"."""
-    return re.sub(r"([a-z]+)-[ \t]*\n[ \t]*([a-z]+)[ \t]?", r"\1\2\n", text)
+    """Join a word split by a hyphen at a line end: "infor-\\nmation, is" -> "information,\\nis".
+
+    The line break moves after the joined word and any punctuation stuck to it.
+    """
+    return re.sub(r"([a-z]+)-[ \t]*\n[ \t]*([a-z]+\S*)[ \t]?", r"\1\2\n", text)
 
 
 def fix_ocr_confusions(text: str) -> str:
