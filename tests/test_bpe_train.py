@@ -98,13 +98,6 @@ def test_trained_tokenizer_matches_tiktoken_built_from_its_ranks(data_file):
     assert tok.encode(held_out) == enc.encode(held_out)
 
 
-def test_regex_training_never_merges_across_pieces():
-    tok = bpe.RegexTokenizer("gpt2")
-    tok.train("dog. dog! dog? " * 50, 300)
-    assert all(b" dog" not in t or (t.startswith(b" dog") and t.count(b" ") == 1) for t in tok.vocab.values())
-    assert not any(t.endswith(b"g.") for t in tok.vocab.values())
-
-
 def test_iter_blocks_cuts_only_where_no_piece_crosses(data_file):
     text = data_file("wikitext2", "valid.txt").read_text(encoding="utf-8")[:300_000]
     blocks = list(iter_blocks([text], block_chars=20_000))
