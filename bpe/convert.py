@@ -11,11 +11,9 @@ result is a consistent BPE vocabulary. The rebuilt tokenizer reproduces tiktoken
 (``tests/test_bpe_tiktoken.py``), because ``Tokenizer`` uses tiktoken's own merge loop.
 """
 
-import os
-
 from bpe.base import bpe_scan
 from bpe.patterns import GPT2_SPLIT_PATTERN
-from bpe.reference import ENDOFTEXT, read_ranks
+from bpe.reference import ENDOFTEXT, is_ranks_path, read_ranks
 from bpe.regex_tokenizer import RegexTokenizer
 
 
@@ -54,17 +52,14 @@ def from_tiktoken(
     ``{"<|endoftext|>": len(ranks)}`` (50256 for ``gpt2.tiktoken``). For a name such as ``"gpt2"`` or
     ``"cl100k_base"``, ``tiktoken.get_encoding`` supplies ranks, pattern and special tokens.
     """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"name_or_path must be an encoding name or a path, got {type(name_or_path).__name__}")
-    text = str(name_or_path)
-    if isinstance(name_or_path, os.PathLike) or "/" in text or os.sep in text or text.endswith(".tiktoken"):
+    if is_ranks_path(name_or_path):
         ranks = read_ranks(name_or_path)
         pattern = pattern or GPT2_SPLIT_PATTERN
         specials = {ENDOFTEXT: len(ranks)} if special_tokens is None else special_tokens
     else:
         import tiktoken  # the reference library, imported only here (STYLE.md rule 10)
 
-        enc = tiktoken.get_encoding(text)
+        enc = tiktoken.get_encoding(name_or_path)
         ranks, specials = enc._mergeable_ranks, dict(enc._special_tokens)
         pattern = pattern or enc._pat_str
         if special_tokens is not None:

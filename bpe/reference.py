@@ -53,6 +53,16 @@ def read_ranks(path) -> dict[bytes, int]:
     return ranks
 
 
+def is_ranks_path(name_or_path) -> bool:
+    """True for a path (a PathLike, or a str with a slash or ending in ``.tiktoken``); False for a name."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be an encoding name or a path, got {type(name_or_path).__name__}")
+    text = str(name_or_path)
+    return (
+        isinstance(name_or_path, os.PathLike) or "/" in text or os.sep in text or text.endswith(".tiktoken")
+    )
+
+
 def load_tiktoken(name_or_path, *, pattern: str = GPT2_SPLIT_PATTERN, special_tokens: dict | None = None):
     """A ``tiktoken.Encoding`` from a local ``.tiktoken`` file, or ``tiktoken.get_encoding(name)``.
 
@@ -61,12 +71,7 @@ def load_tiktoken(name_or_path, *, pattern: str = GPT2_SPLIT_PATTERN, special_to
     """
     import tiktoken  # the reference library, imported only where it is used (STYLE.md rule 10)
 
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"name_or_path must be an encoding name or a path, got {type(name_or_path).__name__}")
-    looks_like_path = isinstance(name_or_path, os.PathLike) or any(
-        s in str(name_or_path) for s in ("/", os.sep, ".tiktoken")
-    )
-    if not looks_like_path:
+    if not is_ranks_path(name_or_path):
         return tiktoken.get_encoding(name_or_path)
     ranks = read_ranks(name_or_path)
     if special_tokens is None:

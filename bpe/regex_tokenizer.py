@@ -25,7 +25,7 @@ from bpe.patterns import ASCII_PATTERNS, SAFE_CUT_PATTERN, resolve_pattern
 from bpe.train_fast import count_pretokens, train_fast
 from bpe.train_reference import train_reference
 
-CACHE_MAX = 1 << 20  # distinct pieces kept; beyond this, new pieces are encoded without caching
+CACHE_MAX = 1 << 20  # distinct pieces kept; a call that would exceed it clears the cache first
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _SAFE_CUT = re.compile(SAFE_CUT_PATTERN)
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
