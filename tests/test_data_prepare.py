@@ -10,8 +10,14 @@ import torch
 from gpt.data.loader import ShardedLoader
 from gpt.data.prepare import load_prepared, prepare
 from gpt.data.shards import read_shard
-from gpt.data.sources import split_text
+from gpt.data.sources import load_corpus, split_text
 from gpt.data.tokenize import gpt2_encoding, load_tokenizer
+
+
+def docs_file(tmp_path, docs, name="docs.jsonl"):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    return str(path)
 
 
 def tokens_of(paths):
@@ -89,15 +95,11 @@ def test_clean_filter_dedup_and_mixture(tmp_path):
         dedup=True,
     )
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
-    web_reports = {
-        r["step"]: {name: removed for name, removed, _ in r["rows"]}
-        for r in meta["reports"]
-        if r["source"] == str(tmp_path / "web.jsonl") and r["split"] == "train"
-    }
-    assert web_reports["quality filters"]["word count"] == 1  # "buy now cheap"
-    assert web_reports["dedup"]["exact duplicates"] == 1
+    reports = {(r["source"], r["split"]): {n: k for n, k, _ in r["rows"]} for r in meta["reports"]}
+    assert reports[(str(tmp_path / "web.jsonl"), "train")]["word count"] == 1  # "buy now cheap"
+    assert reports[("all", "train+val")]["exact duplicates"] == 1
     # the 4 log entries differ in one short sentence: near duplicates at Jaccard >= 0.8
-    assert web_reports["dedup"]["near duplicates (MinHash)"] == 3
+    assert reports[("all", "train+val")]["near duplicates (MinHash)"] == 3
     assert meta["documents"]["train_by_source"] == {
         str(tmp_path / "web.jsonl"): 1,
         str(tmp_path / "book.txt"): 3,
@@ -127,3 +129,30 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="empty list"):
         prepare([], tmp_path)
     assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_dedup_removes_val_copies_of_train_documents(tmp_path):
+    docs = [f"document number {i} " + " ".join(f"w{i}x{j}" for j in range(30)) for i in range(40)]
+    original = docs_file(tmp_path, docs)
+    val = load_corpus(original, val_fraction=0.3).val  # the split prepare makes
+    # a second source holding a copy of every val document; its own split sends some copies to train
+    copies = docs_file(tmp_path, val, "copies.jsonl")
+    copies_in_train = len(load_corpus(copies, val_fraction=0.3).train)
+    assert len(val) > 0 and 0 < copies_in_train < len(val)
+    prepare([original, copies], tmp_path / "out", tokenizer="char", val_fraction=0.3, dedup=True)
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    # train (both sources) comes before val: a val original whose copy is in train is dropped; a copy
+    # that landed in val is dropped as a later duplicate of its original
+    assert meta["documents"]["val"] == len(val) - copies_in_train
+    assert meta["documents"]["train"] == 40 - len(val) + copies_in_train
+    # (40 + len(val)) documents in, every copy pair loses one: len(val) removed, 40 left
+    assert meta["reports"][-1]["rows"][0] == ["exact duplicates", len(val), 40]
+
+
+def test_local_file_change_is_noticed(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text("first version\n" * 20)
+    first = prepare(str(path), tmp_path / "out", tokenizer="char")
+    path.write_text("second version!\n" * 20)
+    second = prepare(str(path), tmp_path / "out", tokenizer="char")
+    assert first.tokenizer_spec != second.tokenizer_spec and "!" in second.tokenizer_spec["chars"]

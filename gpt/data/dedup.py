@@ -53,15 +53,20 @@ class MinHashConfig:
         return self.num_perm // self.bands
 
 
+def exact_duplicate_mask(docs: list[str]) -> np.ndarray:
+    """True for every document whose exact text (SHA-256) already appeared earlier in ``docs``."""
+    seen, mask = set(), np.zeros(len(docs), dtype=bool)
+    for i, doc in enumerate(docs):
+        digest = hashlib.sha256(doc.encode("utf-8")).digest()
+        mask[i] = digest in seen
+        seen.add(digest)
+    return mask
+
+
 def exact_dedup(docs: list[str]) -> tuple[list[str], int]:
     """(documents with the first copy of each exact text kept, number removed)."""
-    seen, kept = set(), []
-    for doc in docs:
-        digest = hashlib.sha256(doc.encode("utf-8")).digest()
-        if digest not in seen:
-            seen.add(digest)
-            kept.append(doc)
-    return kept, len(docs) - len(kept)
+    mask = exact_duplicate_mask(docs)
+    return [d for d, dup in zip(docs, mask, strict=True) if not dup], int(mask.sum())
 
 
 def shingles(text: str, n: int = 5) -> set[str]:
@@ -141,8 +146,8 @@ def near_duplicate_pairs(docs: list[str], cfg: MinHashConfig | None = None) -> l
     return found
 
 
-def near_dedup(docs: list[str], cfg: MinHashConfig | None = None) -> tuple[list[str], int]:
-    """(documents with one per near-duplicate group kept, the first; number removed)."""
+def near_duplicate_mask(docs: list[str], cfg: MinHashConfig | None = None) -> np.ndarray:
+    """True for every document in a near-duplicate group except the group's first (union-find)."""
     parent = list(range(len(docs)))
 
     def root(i: int) -> int:
@@ -154,5 +159,10 @@ def near_dedup(docs: list[str], cfg: MinHashConfig | None = None) -> tuple[list[
     for i, j, _ in near_duplicate_pairs(docs, cfg):
         ri, rj = root(i), root(j)
         parent[max(ri, rj)] = min(ri, rj)  # the group's root is its first document
-    kept = [doc for i, doc in enumerate(docs) if root(i) == i]
-    return kept, len(docs) - len(kept)
+    return np.array([root(i) != i for i in range(len(docs))], dtype=bool)
+
+
+def near_dedup(docs: list[str], cfg: MinHashConfig | None = None) -> tuple[list[str], int]:
+    """(documents with one per near-duplicate group kept, the first; number removed)."""
+    mask = near_duplicate_mask(docs, cfg)
+    return [d for d, dup in zip(docs, mask, strict=True) if not dup], int(mask.sum())

@@ -4,8 +4,13 @@ Teaches the whole offline half of a pre-training data pipeline in one function t
 sibling modules in order:
 
     sources (load_corpus) -> clean (clean_text) -> quality filters (Gopher rules) -> exact + MinHash
-    dedup -> mixture (epochs per source, shuffled by seed) -> tokenize in parallel, EOT before every
-    document -> ShardWriter (train_000000.bin, ..., val_000000.bin) -> meta.json
+    dedup over all sources, train before val -> mixture of the train documents (epochs per source,
+    shuffled by seed) -> tokenize in parallel, EOT before every document -> ShardWriter
+    (train_000000.bin, ..., val_000000.bin) -> meta.json
+
+Dedup runs over every source's train and val documents together, train first, so a val document
+that repeats a training document is the one removed: otherwise the val loss would reward memorising.
+The val set is every source's val split once (the mixture weights only the training documents).
 
 ``meta.json`` records the settings, the tokenizer spec (``load_tokenizer`` rebuilds it), the token
 counts, a description of what was read and each filter's report. ``prepare`` is idempotent: when
@@ -26,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from gpt.data.clean import CleanConfig, clean_documents
-from gpt.data.dedup import MinHashConfig, exact_dedup, near_dedup
+from gpt.data.dedup import MinHashConfig, exact_duplicate_mask, near_duplicate_mask
 from gpt.data.filters import FilterConfig, FilterReport, apply_filters
 from gpt.data.mixture import mix_documents
-from gpt.data.shards import ShardWriter
-from gpt.data.sources import load_corpus
+from gpt.data.shards import MAX_TOKEN_ID, ShardWriter
+from gpt.data.sources import load_corpus, source_fingerprint
 from gpt.data.tokenize import make_tokenizer
 
 META_VERSION = 1
@@ -87,23 +92,30 @@ def tokenize_to_shards(docs, tok, out_dir: Path, prefix: str, shard_tokens: int,
     return writer.close(), writer.num_tokens
 
 
-def process_documents(
-    docs: list[str], name: str, split: str, settings: dict, reports: list[dict]
-) -> list[str]:
-    """Clean, filter and deduplicate one source's documents, appending each step's report."""
+def filter_documents(docs: list[str], settings: dict, report: FilterReport) -> list[str]:
+    """Clean and quality-filter one source's split, adding a row per step to ``report``."""
     if settings["clean"]:
         docs = clean_documents(docs, CleanConfig())
+    kept = [d for d in docs if d.strip()]
+    report.add("empty documents", len(docs) - len(kept))
     if settings["quality_filter"]:
-        docs, report = apply_filters(docs, FilterConfig())
-        reports.append({"source": name, "split": split, "step": "quality filters", **report.to_dict()})
-    if settings["dedup"]:
-        report = FilterReport(len(docs))
-        docs, removed = exact_dedup(docs)
-        report.add("exact duplicates", removed)
-        docs, removed = near_dedup(docs, MinHashConfig(seed=settings["seed"]))
-        report.add("near duplicates (MinHash)", removed)
-        reports.append({"source": name, "split": split, "step": "dedup", **report.to_dict()})
-    return [d for d in docs if d]
+        kept, quality = apply_filters(kept, FilterConfig())
+        for name, removed, _ in quality.rows:
+            report.add(name, removed)
+    return kept
+
+
+def dedup_documents(
+    tagged: list[tuple[str, str, str]], seed: int, report: FilterReport
+) -> list[tuple[str, str, str]]:
+    """Exact then MinHash dedup over (source, split, text) of *all* sources, train before val, so a val
+    document that duplicates a training document is the copy removed (no train/val leakage)."""
+    mask = exact_duplicate_mask([t for _, _, t in tagged])
+    report.add("exact duplicates", int(mask.sum()))
+    tagged = [d for d, dup in zip(tagged, mask, strict=True) if not dup]
+    mask = near_duplicate_mask([t for _, _, t in tagged], MinHashConfig(seed=seed))
+    report.add("near duplicates (MinHash)", int(mask.sum()))
+    return [d for d, dup in zip(tagged, mask, strict=True) if not dup]
 
 
 def prepare(
@@ -127,7 +139,7 @@ def prepare(
     given in ``source``; default 1 each). ``clean`` / ``quality_filter`` / ``dedup`` switch on the text
     cleaning, Gopher quality rules and exact + MinHash dedup (off by default: tinyshakespeare and
     Python code are neither OCR output nor web text). ``limits``: ``max_docs`` caps each source's
-    documents per split.
+    documents per split. Each run with the same arguments (and unchanged local files) reuses the shards.
     """
     sources = [str(source)] if isinstance(source, (str, os.PathLike)) else [str(s) for s in source]
     if not sources:
@@ -140,6 +152,7 @@ def prepare(
     settings = {
         "meta_version": META_VERSION,
         "sources": sources,
+        "fingerprints": [source_fingerprint(s) for s in sources] + [source_fingerprint(str(tokenizer))],
         "tokenizer": str(tokenizer),
         "val_fraction": val_fraction,
         "shard_tokens": shard_tokens,
@@ -160,19 +173,33 @@ def prepare(
             print(f"prepare: using {meta['source_description']} already tokenized in {out_dir}")
             return load_prepared(out_dir)
         print(f"prepare: {out_dir} holds data prepared with other settings; preparing again")
+        meta_path.unlink()
         for p in shards:
             p.unlink(missing_ok=True)
 
     num_workers = num_workers or os.cpu_count() or 1
     corpora = [load_corpus(s, val_fraction=val_fraction, seed=seed, **limits) for s in sources]
-    reports: list[dict] = []
-    train_by_source, val_docs = {}, []
-    for name, corpus in zip(sources, corpora, strict=True):
-        train_by_source[name] = process_documents(corpus.train, name, "train", settings, reports)
-        val_docs.extend(process_documents(corpus.val, name, "val", settings, reports))
-    train_docs, counts = mix_documents(train_by_source, weights, seed)
     description = "; ".join(c.description for c in corpora)
-    if not any(train_docs):
+    reports: list[dict] = []
+    tagged = []  # (source, split, text), every train document before every val document
+    for split in ("train", "val"):
+        for name, corpus in zip(sources, corpora, strict=True):
+            docs = getattr(corpus, split)
+            report = FilterReport(len(docs))
+            tagged += [(name, split, d) for d in filter_documents(docs, settings, report)]
+            reports.append({"source": name, "split": split, **report.to_dict()})
+    if dedup:
+        report = FilterReport(len(tagged))
+        tagged = dedup_documents(tagged, seed, report)
+        reports.append({"source": "all", "split": "train+val", **report.to_dict()})
+    for r in reports if (clean or quality_filter or dedup) else []:
+        print(f"prepare: {r['source']} ({r['split']})\n" + FilterReport(r["num_in"], r["rows"]).table())
+    train_by_source = {
+        name: [t for s, split, t in tagged if s == name and split == "train"] for name in sources
+    }
+    val_docs = [t for _, split, t in tagged if split == "val"]
+    train_docs, counts = mix_documents(train_by_source, weights, seed)
+    if not train_docs:
         raise ValueError(
             f"no training text left from {sources} ({description}): the source is empty or every "
             "document was filtered out"
@@ -182,6 +209,11 @@ def prepare(
         "".join(sorted(set("".join(train_docs)) | set("".join(val_docs)))) if tokenizer == "char" else None
     )
     tok = make_tokenizer(str(tokenizer), text_for_chars=chars)
+    if tok.vocab_size > MAX_TOKEN_ID + 1:
+        raise ValueError(
+            f"the {tok.kind} tokenizer has {tok.vocab_size} ids but uint16 shards hold ids up to "
+            f"{MAX_TOKEN_ID}; use a vocabulary of at most 65,536 tokens"
+        )
     print(f"prepare: {description} -> {out_dir} ({tok.kind} tokenizer, {num_workers} workers)")
     out_dir.mkdir(parents=True, exist_ok=True)
     train_shards, n_train = tokenize_to_shards(
@@ -208,6 +240,17 @@ def prepare(
     return load_prepared(out_dir)
 
 
+def parse_weight(text: str) -> tuple[str, float]:
+    """``"wikitext2=3"`` -> ``("wikitext2", 3.0)`` for ``--weights``."""
+    name, sep, value = text.rpartition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise ValueError(f"--weights {text!r}: write SOURCE=EPOCHS, e.g. wikitext2=3") from None
+
+
 def main(args: argparse.Namespace) -> PreparedData:
     data = prepare(
         args.source,
@@ -217,6 +260,7 @@ def main(args: argparse.Namespace) -> PreparedData:
         shard_tokens=args.shard_tokens,
         num_workers=args.num_workers,
         seed=args.seed,
+        weights=dict(parse_weight(w) for w in args.weights),
         clean=args.clean,
         quality_filter=args.quality_filter,
         dedup=args.dedup,
@@ -238,6 +282,7 @@ if __name__ == "__main__":
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-docs", type=int, default=None)
+    parser.add_argument("--weights", nargs="*", default=[], help="epochs per source: SOURCE=EPOCHS ...")
     parser.add_argument("--clean", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--quality-filter", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=False)

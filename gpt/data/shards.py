@@ -97,7 +97,7 @@ class ShardWriter:
         if shard_tokens < 1:
             raise ValueError(f"shard_tokens={shard_tokens}; it must be a positive number of tokens")
         self.out_dir, self.prefix, self.shard_tokens = Path(out_dir), prefix, shard_tokens
-        self.buffer = np.empty(shard_tokens, dtype=np.uint16)
+        self.pending: list[np.ndarray] = []  # pieces of the current shard (no 200 MB buffer up front)
         self.filled = 0
         self.paths: list[Path] = []
         self.num_tokens = 0
@@ -106,21 +106,20 @@ class ShardWriter:
         ids = np.asarray(ids)
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) > MAX_TOKEN_ID):
             raise ValueError(f"token ids must be in 0..{MAX_TOKEN_ID} for a uint16 shard")
-        start = 0
-        while start < ids.size:
-            take = min(ids.size - start, self.shard_tokens - self.filled)
-            self.buffer[self.filled : self.filled + take] = ids[start : start + take]
+        self.num_tokens += int(ids.size)
+        while ids.size:
+            take = min(ids.size, self.shard_tokens - self.filled)
+            self.pending.append(ids[:take].astype(np.uint16))
             self.filled += take
-            start += take
+            ids = ids[take:]
             if self.filled == self.shard_tokens:
                 self._flush()
-        self.num_tokens += int(ids.size)
 
     def _flush(self) -> None:
         path = self.out_dir / f"{self.prefix}_{len(self.paths):06d}.bin"
-        write_shard(path, self.buffer[: self.filled])
+        write_shard(path, np.concatenate(self.pending))
         self.paths.append(path)
-        self.filled = 0
+        self.pending, self.filled = [], 0
 
     def close(self) -> list[Path]:
         if self.filled:

@@ -235,6 +235,24 @@ def load_local(path: Path, val_fraction: float, seed: int) -> Corpus:
     )
 
 
+def source_fingerprint(source: str) -> str:
+    """A short string that changes when a source's content may have changed (for prepare's reuse check):
+    the Python version and stdlib folder for pystdlib, names/sizes/mtimes for local files."""
+    if source == "pystdlib":
+        import platform
+
+        return f"python {platform.python_version()} {sysconfig.get_paths()['stdlib']}"
+    path = Path(source)
+    if source in KNOWN_DATASETS or not path.exists():
+        return source
+    files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def load_corpus(
     source: str, *, val_fraction: float = 0.05, seed: int = 0, max_docs: int | None = None
 ) -> Corpus:
