@@ -21,6 +21,9 @@ so its effect can be shown on a before/after example (Week 4.1):
 - ``strip_boilerplate``: drop lines that match boilerplate regexes (page numbers, "Page 3 of 10",
   copyright lines, cookie / subscribe banners); pass your own patterns for a new source.
 
+These steps are for prose. On source code they would do damage (collapsing spaces breaks Python's
+indentation), which is why ``prepare`` runs them only with ``clean=True``.
+
 Reference: the cleaning stages of the C4 pipeline (Raffel et al. 2020, Sec. 2.2) and of RefinedWeb
 (Penedo et al. 2023, Sec. 3), and ``ftfy`` for what careful unicode repair looks like.
 """

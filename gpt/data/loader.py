@@ -22,7 +22,11 @@ from gpt.data.shards import read_header, read_shard
 
 
 class ShardedLoader:
-    """``next_batch() -> (x, y)``, int64 tensors of shape (B, T); ranks read disjoint positions."""
+    """``next_batch() -> (x, y)``, int64 tensors of shape (B, T); ranks read disjoint positions.
+
+    A shard's last ``< B*T*world_size + 1`` tokens are skipped every epoch (at 100M-token shards and
+    ~0.5M-token steps that is under 0.5%); a shard shorter than one step is skipped entirely.
+    """
 
     def __init__(self, shards: list[Path], batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1):
         self.shards = [Path(p) for p in shards]

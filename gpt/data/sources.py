@@ -222,8 +222,9 @@ def load_local(path: Path, val_fraction: float, seed: int) -> Corpus:
         raise ValueError(f"folder {path} holds no {'/'.join(LOCAL_SUFFIXES)} files")
     keys, docs = [], []
     for f in files:
+        rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
         for i, doc in enumerate(read_local_file(f)):
-            keys.append(f"{f.name}:{i}")
+            keys.append(f"{rel}:{i}")
             docs.append(doc)
     if len(docs) == 1:  # one document: split its text, as for tinyshakespeare
         train, val = split_text(docs[0], val_fraction)
@@ -256,7 +257,11 @@ def source_fingerprint(source: str) -> str:
 def load_corpus(
     source: str, *, val_fraction: float = 0.05, seed: int = 0, max_docs: int | None = None
 ) -> Corpus:
-    """A named dataset or a local file/folder as a ``Corpus``; ``max_docs`` caps each split's documents."""
+    """A named dataset or a local file/folder as a ``Corpus``; ``max_docs`` caps each split's documents.
+
+    ``seed`` chooses the split of local files and fineweb-edu; pystdlib's split depends only on the
+    files' paths, tinyshakespeare's only on ``val_fraction``, wikitext2's on nothing (fixed files).
+    """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction}; it must be in [0, 1)")
     if source == "pystdlib":
