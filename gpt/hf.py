@@ -162,6 +162,11 @@ def from_hf(hf_model, **overrides) -> GPT:
         raise ValueError(
             f"unknown HF architecture {kind!r} ({type(hf_model).__name__}); supported: {SUPPORTED}"
         )
+    if not hasattr(hf_model, "lm_head"):
+        raise ValueError(
+            f"{type(hf_model).__name__} has no language-model head; pass GPT2LMHeadModel or LlamaForCausalLM "
+            "(e.g. transformers.AutoModelForCausalLM.from_pretrained(...))"
+        )
     cfg = config_from_hf(hf_model.config, **overrides)
     sd = hf_model.state_dict()
     ref = next(iter(sd.values()))
@@ -171,7 +176,11 @@ def from_hf(hf_model, **overrides) -> GPT:
     if cfg.tie_embeddings:  # to_empty() makes new Parameters and loses the tie: restore it
         model.lm_head.weight = model.wte.weight
         assert model.lm_head.weight is model.wte.weight, "tied head must share the embedding Parameter"
-    load_checked(model, _hf_to_ours(sd, cfg, kind))
+    try:
+        ours = _hf_to_ours(sd, cfg, kind)
+    except KeyError as err:
+        raise ValueError(f"HF state dict has no key {err.args[0]!r} that a {kind} checkpoint needs") from None
+    load_checked(model, ours)
     return model.eval()
 
 

@@ -83,7 +83,7 @@ class NeuralNGram(nn.Module):
         self.W = nn.Parameter(torch.zeros(config.n_contexts, config.vocab_size, dtype=torch.float64))
 
     def forward(self, ctx: Tensor) -> Tensor:
-        return self.W[ctx]  # (N, V), same as F.one_hot(ctx, n_contexts).double() @ self.W
+        return F.embedding(ctx, self.W)  # (N, V): row lookup, same as F.one_hot(ctx).double() @ self.W
 
     def probs(self) -> Tensor:
         return self.W.softmax(dim=1)

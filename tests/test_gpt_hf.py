@@ -152,3 +152,8 @@ def test_unsupported_options_are_named():
         GPT.from_hf(transformers.GPT2LMHeadModel(gpt2_config(scale_attn_by_inverse_layer_idx=True)))
     with pytest.raises(ValueError, match="to_hf needs"):
         GPT(GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8, pos="alibi")).to_hf()
+
+
+def test_base_model_without_head_is_refused():
+    with pytest.raises(ValueError, match="no language-model head"):
+        GPT.from_hf(transformers.GPT2Model(gpt2_config()))

@@ -26,13 +26,13 @@ def test_neural_converges_to_counts(n):
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 5, (400,), generator=g)
     cfg = NGramConfig(n=n, vocab_size=5, alpha=0.5)
-    model, losses = train_neural(tokens, cfg, steps=300)
+    model, losses = train_neural(tokens, cfg, steps=200)
     assert losses[-1] < losses[0]
     assert (model.probs().detach() - count_probs(tokens, cfg)).abs().max().item() <= 1e-4
 
 
 def test_tinyshakespeare_bigram(data_file):
-    text = data_file("tinyshakespeare", "input.txt").read_text()[:5000]
+    text = data_file("tinyshakespeare", "input.txt").read_text()[:3000]
     chars = sorted(set(text))
     tokens = torch.tensor([chars.index(c) for c in text])
     cfg = NGramConfig(n=2, vocab_size=len(chars), alpha=1.0)
@@ -41,7 +41,7 @@ def test_tinyshakespeare_bigram(data_file):
     # a bigram beats the uniform model (log V nats) by a wide margin on English characters
     assert nll(probs, tokens, cfg) < torch.log(torch.tensor(float(len(chars)))).item() - 1.0
     model, _ = train_neural(tokens, cfg, steps=200)
-    assert (model.probs().detach() - probs).abs().max().item() <= 1e-3
+    assert (model.probs().detach() - probs).abs().max().item() <= 1e-4
 
 
 def test_bad_config():
