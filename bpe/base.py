@@ -270,6 +270,12 @@ class Tokenizer:
         prefix = Path(file_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         model_file = prefix.with_name(prefix.name + ".model")
+        for text in (self.pattern, *self.special_tokens):
+            if "\n" in text or "\r" in text:
+                raise ValueError(
+                    f"cannot save {text!r}: the model file is line-based; write newlines in a pattern as "
+                    "the escape \\n, and do not put line breaks in special token names"
+                )
         ordered = sorted(self.merges.items(), key=lambda kv: kv[1])
         assert [idx for _, idx in ordered] == list(range(256, 256 + len(ordered))), (
             "merge ids must be 256, 257, ..."

@@ -76,6 +76,15 @@ def test_vocab_file_is_human_readable(tmp_path):
     assert lines[-1] == "[aa][ab] -> [aaab] 258"
 
 
+def test_save_refuses_line_breaks(tmp_path):
+    tok = bpe.RegexTokenizer("a+|\n")  # a real newline character inside the pattern
+    with pytest.raises(ValueError, match="line-based"):
+        tok.save(tmp_path / "t")
+    ok = bpe.RegexTokenizer(r"a+|\n")  # the escape sequence is fine
+    ok.register_special_tokens({"<|end of text|>": 300})
+    assert bpe.Tokenizer.load(ok.save(tmp_path / "ok")).special_tokens == {"<|end of text|>": 300}
+
+
 def test_load_errors(tmp_path, trained):
     with pytest.raises(FileNotFoundError, match=r"nope\.model not found"):
         bpe.Tokenizer.load(tmp_path / "nope.model")
