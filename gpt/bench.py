@@ -4,17 +4,17 @@ Teaches how to measure a training step honestly: both models run in one process,
 device and dtype, with the same weights (ours is converted from the HF model); warmup iterations are
 dropped (allocator, autotuning, compilation), the two models alternate iteration by iteration (so a
 noisy shared machine slows both alike) and the median time is reported. MFU uses
-``GPT.estimate_mfu`` (``gpt.accounting.training_flops_per_token``) against the device's peak: a table
-of published dense peaks for GPUs, and on a CPU the measured throughput of one large matmul in the same
-dtype (so CPU MFU reads "fraction of what this CPU's GEMM reaches", not of a datasheet number).
+``GPT.estimate_mfu`` (``gpt.accounting.training_flops_per_token``) against the device's peak: the
+datasheet dense peaks of ``gpt.precision.PEAK_FLOPS`` on a GPU (shared with ``gpt.train``; its fp32 row
+assumes TF32, which ``--tf32`` turns on), and on a CPU the measured throughput of one large matmul in the
+same dtype (so CPU MFU reads "fraction of what this CPU's GEMM reaches", not of a datasheet number).
 
     python -m gpt.bench                                   # CPU, fp32, tiny config
     python -m gpt.bench --dtype bf16
     python -m gpt.bench --device cuda --dtype bf16 --size 124m --batch 16 --seq 1024 --compile
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/bench-<device>-<dtype>-<size>``).
-Reference for the methodology: nanoGPT ``bench.py``; peaks from the vendors' datasheets (dense, no
-sparsity).
+Reference for the methodology: nanoGPT ``bench.py``.
 """
 
 import argparse
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from gpt.model import GPT
+from gpt.precision import peak_flops as device_peak_flops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # (n_layer, n_embd, n_head, vocab_size): the Llama variant uses the same shape with a SwiGLU of
@@ -36,18 +37,6 @@ SIZES = {
     "small": (6, 384, 6, 50257),
     "124m": (12, 768, 12, 50257),
 }
-# dense peak FLOP/s by (substring of the device name, dtype); tensor cores for bf16/fp16
-GPU_PEAKS = [
-    ("H200", "bf16", 989e12),
-    ("H100", "bf16", 989e12),
-    ("A100", "bf16", 312e12),
-    ("L4", "bf16", 121e12),
-    ("T4", "fp16", 65e12),
-    ("H200", "fp32", 67e12),
-    ("H100", "fp32", 67e12),
-    ("A100", "fp32", 19.5e12),
-    ("T4", "fp32", 8.1e12),
-]
 
 
 @dataclass
@@ -61,6 +50,9 @@ class BenchConfig:
     iters: int = 10
     compile: bool = False
     families: tuple[str, ...] = ("gpt2", "llama")
+    tf32: bool = (
+        True  # fp32 matmuls on CUDA use TF32 tensor cores (as gpt.train does; the peak table assumes it)
+    )
     peak_flops: float | None = None  # override the table / CPU measurement
     out: str | None = None
     seed: int = 0
@@ -117,10 +109,11 @@ def peak_flops(cfg: BenchConfig, device: torch.device) -> tuple[float, str]:
         return cfg.peak_flops, "--peak-flops"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, dt, peak in GPU_PEAKS:
-            if key in name and (dt == cfg.dtype or (dt == "bf16" and cfg.dtype == "fp16")):
-                return peak, f"datasheet {key} {dt}"
-        return float("nan"), f"unknown GPU {name!r}: pass --peak-flops"
+        peak = device_peak_flops(device, cfg.dtype)
+        if peak is None:
+            return float("nan"), f"unknown GPU {name!r}: pass --peak-flops"
+        tf32 = " (TF32)" if cfg.dtype == "fp32" else ""
+        return peak, f"gpt.precision datasheet peak for {name} {cfg.dtype}{tf32}"
     n = 1024
     a = torch.randn(n, n, dtype=DTYPES[cfg.dtype], device=device)
     for _ in range(3):
@@ -158,6 +151,8 @@ def time_pair(fns: dict, cfg: BenchConfig, device: torch.device) -> dict[str, fl
 def main(cfg: BenchConfig) -> list[dict]:
     device = torch.device(cfg.device)
     dtype = DTYPES[cfg.dtype]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.manual_seed(cfg.seed)
     peak, peak_src = peak_flops(cfg, device)
     rows = []
@@ -254,6 +249,7 @@ def parse_args(argv=None) -> BenchConfig:
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--iters", type=int, default=d.iters)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=d.tf32, help="CUDA fp32 matmuls")
     p.add_argument("--families", default=",".join(d.families), help="comma-separated: gpt2,llama")
     p.add_argument("--peak-flops", type=float, default=None, help="device peak FLOP/s for MFU")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-...)")
@@ -268,6 +264,7 @@ def parse_args(argv=None) -> BenchConfig:
         warmup=a.warmup,
         iters=a.iters,
         compile=a.compile,
+        tf32=a.tf32,
         families=tuple(f for f in a.families.split(",") if f),
         peak_flops=a.peak_flops,
         out=a.out,
