@@ -3,86 +3,24 @@
 This file teaches what a trained byte-level BPE tokenizer *is*: 256 single-byte tokens, an ordered
 list of merges ``(a, b) -> new_id``, and optional special tokens. Encoding a chunk of bytes repeats
 one step: find the adjacent pair with the lowest merge id (the earliest-learned merge, leftmost on
-a tie) and replace it, until no adjacent pair is in the table. That is tiktoken's algorithm
-(``tiktoken/src/lib.rs``, ``byte_pair_merge``; ``tiktoken/_educational.py``), so a tokenizer rebuilt
-from tiktoken ranks reproduces it id for id. Unlike minbpe's ``base.py`` (karpathy/minbpe), which
-this follows for the file format, it also supports a permuted byte order (``byte_ids``), as GPT-2's
-ranks put ``!`` at id 0, and a heap-based merge loop for very long chunks (``"a" * 100_000``).
+a tie) and replace it, until no adjacent pair is in the table (``merge_loop.py``: tiktoken's
+algorithm, so a tokenizer rebuilt from tiktoken ranks reproduces it id for id). Unlike minbpe's
+``base.py`` (karpathy/minbpe), which this follows for the file format, it also supports a permuted
+byte order (``byte_ids``), as GPT-2's ranks put ``!`` at id 0, and a whole-token shortcut.
 
 Subclasses (``BasicTokenizer``, ``RegexTokenizer``) decide how text is split before BPE and how
 they are trained; save/load and decode live here.
 """
 
-import heapq
 import unicodedata
 from array import array
 from pathlib import Path
 
 import regex
 
+from bpe.merge_loop import LONG_CHUNK, bpe_heap, bpe_scan
+
 FORMAT_VERSION = "llm-course-bpe v1"
-LONG_CHUNK = 64  # chunks longer than this (in bytes) use the O(n log n) heap loop instead of rescanning
-
-
-def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
-    """Replace every non-overlapping occurrence of ``pair`` in ``ids``, left to right, by ``idx``."""
-    out, i, n = [], 0, len(ids)
-    while i < n:
-        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(idx)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def bpe_scan(ids: list[int], ranks: dict) -> list[int]:
-    """Merge the lowest-ranked adjacent pair (leftmost on ties) until none is in ``ranks``; O(n^2)."""
-    ids = list(ids)
-    get = ranks.get
-    while len(ids) > 1:
-        best_rank, best_i = None, -1
-        for i in range(len(ids) - 1):
-            r = get((ids[i], ids[i + 1]))
-            if r is not None and (best_rank is None or r < best_rank):
-                best_rank, best_i = r, i
-        if best_rank is None:
-            break
-        ids[best_i : best_i + 2] = [best_rank]
-    return ids
-
-
-def bpe_heap(ids: list[int], ranks: dict) -> list[int]:
-    """The same merges as ``bpe_scan`` in O(n log n): a linked list of tokens and a heap of candidate pairs.
-
-    A heap entry ``(rank, left, right, left_id, right_id)`` is stale once either node changed; it is
-    skipped when popped (lazy invalidation). Ordering by ``(rank, left)`` picks the leftmost of equal
-    ranks, because node indices keep their left-to-right order.
-    """
-    n = len(ids)
-    tok, nxt, prv = list(ids), list(range(1, n + 1)), list(range(-1, n - 1))
-    get = ranks.get
-    heap = [
-        (r, i, i + 1, tok[i], tok[i + 1])
-        for i in range(n - 1)
-        if (r := get((tok[i], tok[i + 1]))) is not None
-    ]
-    heapq.heapify(heap)
-    while heap:
-        r, i, j, ti, tj = heapq.heappop(heap)
-        if tok[i] != ti or tok[j] != tj or nxt[i] != j:
-            continue
-        tok[i], tok[j] = r, -1
-        nxt[i] = nxt[j]
-        if nxt[j] < n:
-            prv[nxt[j]] = i
-        p, q = prv[i], nxt[i]
-        if p >= 0 and (rp := get((tok[p], r))) is not None:
-            heapq.heappush(heap, (rp, p, i, tok[p], r))
-        if q < n and (rq := get((r, tok[q]))) is not None:
-            heapq.heappush(heap, (rq, i, q, r, tok[q]))
-    return [t for t in tok if t >= 0]
 
 
 def render_token(t: bytes) -> str:

@@ -11,7 +11,7 @@ result is a consistent BPE vocabulary. The rebuilt tokenizer reproduces tiktoken
 (``tests/test_bpe_tiktoken.py``), because ``Tokenizer`` uses tiktoken's own merge loop.
 """
 
-from bpe.base import bpe_scan
+from bpe.merge_loop import bpe_scan
 from bpe.patterns import GPT2_SPLIT_PATTERN
 from bpe.reference import ENDOFTEXT, is_ranks_path, read_ranks
 from bpe.regex_tokenizer import RegexTokenizer

@@ -21,7 +21,7 @@ from itertools import pairwise
 
 import regex
 
-from bpe.base import merge
+from bpe.merge_loop import merge
 from bpe.patterns import SAFE_CUT_PATTERN
 
 BLOCK_CHARS = 1 << 20  # pre-tokenise this much text at a time (bounded memory for large corpora)

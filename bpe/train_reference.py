@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from itertools import pairwise
 
-from bpe.base import merge
+from bpe.merge_loop import merge
 
 
 def best_pair(stats: dict[tuple[int, int], int]) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bpe
-from bpe.base import LONG_CHUNK, bpe_heap, bpe_scan
+from bpe.merge_loop import LONG_CHUNK, bpe_heap, bpe_scan
 from bpe.patterns import ASCII_PATTERNS
 
 
