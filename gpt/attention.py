@@ -168,7 +168,7 @@ class CausalSelfAttention(nn.Module):
         cache=None,
         rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """x: (B, T, C); positions: (B, T) long; ``step``/``cache`` from a :class:`KVCache` or None;
+        """x: (B, T, C); positions: (B, T) or (1, T) long; ``step``/``cache`` from a :class:`KVCache` or None;
         ``rope``: precomputed (cos, sin) for ``positions`` (the model computes them once for all layers)."""
         B, T, C = x.shape
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_dim

@@ -193,7 +193,7 @@ class GPT(nn.Module):
             positions = step.positions  # (B, T), each sequence's own positions
             assert positions.shape == (B, T), f"cache positions {tuple(positions.shape)} != {(B, T)}"
         else:
-            positions = torch.arange(T, device=idx.device).expand(B, T)  # (B, T)
+            positions = torch.arange(T, device=idx.device)[None]  # (1, T): the same for every sequence
         last = int(positions.max()) + 1 if cache is not None else T
         if last > self.config.block_size:
             raise ValueError(
