@@ -2,6 +2,7 @@
 #   make test       unit tests, reference cross-tests and notebook execution (the CI command)
 #   make lint       ruff
 #   make notebooks  execute every notebook at full size (smoke mode: LLM_COURSE_SMOKE=1)
+#   make demo       train a small GPT on CPU for a few minutes (loss plot, samples, checkpoint)
 # Reuse a system torch (Colab, a cluster module):  make test VENV_FLAGS=--system-site-packages
 
 VENV       ?= .venv
@@ -36,3 +37,9 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Train the cpu-demo preset (a few-million-parameter char-level GPT on Python's standard library
+# sources: offline, no data folder needed) for a few minutes; outputs in runs/cpu-demo/.
+.PHONY: demo
+demo: $(STAMP)
+	$(PY) gpt/train.py --preset=cpu-demo

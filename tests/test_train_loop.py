@@ -198,3 +198,31 @@ def test_command_line_errors_are_one_line(flags, message):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "compile_model"), [("bf16", True), ("fp16", False), ("auto", False)])
+def test_cuda_paths_learn(corpus, tmp_path, dtype, compile_model):
+    """On a GPU: bf16 autocast with torch.compile, fp16 with the GradScaler, and the auto choice."""
+    cfg = tiny(
+        corpus, tmp_path, device="cuda", dtype=dtype, compile=compile_model, max_steps=40, eval_interval=40
+    )
+    out = main(replace(cfg, global_batch_tokens=4 * 32))
+    first, last = out["losses"][:3], out["losses"][-3:]
+    assert sum(last) / 3 < sum(first) / 3 - 0.5, (first, last)
+    scaler = torch.load(tmp_path / "ckpt.pt", weights_only=True)["scaler"]
+    expect_fp16 = dtype == "fp16" or (dtype == "auto" and torch.cuda.get_device_capability()[0] < 8)
+    assert bool(scaler) == expect_fp16
+
+
+@pytest.mark.gpu
+def test_cuda_resume_is_exact(corpus, tmp_path):
+    """The CUDA RNG state travels in the checkpoint too (dropout on the GPU)."""
+    kw = dict(device="cuda", dtype="fp32", max_steps=12, eval_interval=6, dropout=0.1)
+    main(tiny(corpus, tmp_path / "straight", **kw))
+    main(tiny(corpus, tmp_path / "stopped", stop_step=6, **kw))
+    main(tiny(corpus, tmp_path / "stopped", resume=True, **kw))
+    a, b = metrics(tmp_path / "straight"), metrics(tmp_path / "stopped")
+    for (sa, la), (sb, lb) in zip(a, b, strict=True):
+        assert sa == sb and abs(la - lb) <= 1e-6, (sa, la, lb)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "stopped"), atol=1e-6)
