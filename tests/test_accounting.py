@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+import transformers
 
 from gpt.accounting import param_counts, training_flops_per_token
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.mark.parametrize(

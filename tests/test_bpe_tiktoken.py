@@ -7,13 +7,12 @@ The reference is tiktoken's Rust ``Encoding`` built from the same local ``gpt2.t
 import json
 
 import pytest
+import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bpe
 from bpe.convert import recover_merges
-
-tiktoken = pytest.importorskip("tiktoken")
 
 UDHR = [
     "ban", "ceb", "eng", "ilo", "ind", "jav", "khm", "lao",

@@ -8,6 +8,8 @@ import json
 import re
 
 import pytest
+import tiktoken
+import tokenizers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,7 +64,6 @@ def test_merges_match_hf_tokenizers(data_file):
     # HF's BpeTrainer breaks count ties by the smaller pair of ids, as we do. Its ByteLevel ids
     # follow character order, which equals byte order for printable ASCII, so whitespace is mapped
     # to "|" to keep the corpus printable (HF maps the space byte to "Ġ", sorting it last).
-    tokenizers = pytest.importorskip("tokenizers")
     text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:300_000]
     text = re.sub(r"\s+", "|", text)
     n = 500
@@ -84,7 +85,6 @@ def test_merges_match_hf_tokenizers(data_file):
 
 def test_trained_tokenizer_matches_tiktoken_built_from_its_ranks(data_file):
     # Our vocabulary as tiktoken ranks (id == rank): tiktoken's encoder must give our ids.
-    tiktoken = pytest.importorskip("tiktoken")
     text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")
     tok = bpe.RegexTokenizer("gpt4")
     tok.train(text[:500_000], 1024)
