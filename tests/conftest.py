@@ -3,12 +3,19 @@
 - ``@pytest.mark.slow`` tests are excluded by default (``pyproject.toml`` adds ``-m 'not slow'``);
   run them with ``pytest -m slow``.
 - ``@pytest.mark.gpu`` tests are skipped when no CUDA device is present; run them with ``pytest -m gpu``.
+- Without a CUDA driver, ``TRITON_INTERPRET=1`` is set so Triton kernels run (slowly) on the CPU.
 - ``data_file("tinyshakespeare", "input.txt")`` returns a dataset path or skips with a reason that
   starts with ``MISSING_DATA``. With ``LLM_COURSE_REQUIRE_DATA=1`` (set by ``.ci/run``) every such
   skip turns the whole run red, because CI has all the data.
 """
 
 import os
+import shutil
+
+# Triton kernels run on the CPU through Triton's interpreter; it must be chosen before triton is
+# imported. Without a CUDA driver there is nothing else to run them on.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
