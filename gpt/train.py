@@ -74,7 +74,10 @@ def load_data(cfg: TrainConfig, info: DistInfo):
     data, error = None, None
     if info.is_master:
         try:
-            data = prepare(cfg.dataset, data_dir, tokenizer=cfg.tokenizer, val_fraction=cfg.val_fraction)
+            limits = {"max_docs": cfg.max_docs} if cfg.max_docs else {}
+            data = prepare(
+                cfg.dataset, data_dir, tokenizer=cfg.tokenizer, val_fraction=cfg.val_fraction, **limits
+            )
         except Exception as err:
             error = err
     failed = broadcast_object(None if error is None else f"{type(error).__name__}: {error}", info)

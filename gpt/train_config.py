@@ -33,6 +33,7 @@ class TrainConfig:
     tokenizer: str = "gpt2"  # gpt2 | char | path to a bpe model
     data_dir: str = ""  # where prepared shards go; "" = <data root>/prepared/<dataset>-<tokenizer>
     val_fraction: float = 0.05
+    max_docs: int = 0  # cap on documents per source and split; 0 = the source's default
     # model (scratch runs; --init-from and --resume take the shape from the weights they load)
     init_from: str = "scratch"  # scratch | gpt2 (any HF hub id) | a local HF model directory
     flavour: str = "gpt2"  # gpt2 | llama
@@ -79,7 +80,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
-        for name in ("warmup_steps", "lr_decay_steps", "eval_steps", "num_samples", "sample_tokens"):
+        for name in (
+            "warmup_steps",
+            "lr_decay_steps",
+            "eval_steps",
+            "num_samples",
+            "sample_tokens",
+            "max_docs",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.dtype not in DTYPES:
@@ -169,6 +177,7 @@ PRESETS: dict[str, TrainConfig] = {
         dataset="fineweb-edu",
         tokenizer="gpt2",
         val_fraction=0.001,
+        max_docs=10_000_000,  # all of sample-10BT (9.67M documents, ~10B GPT-2 tokens)
         micro_batch=64,
         eval_interval=250,
         eval_steps=20,
