@@ -11,6 +11,7 @@ from bpe.reference import load_tiktoken, read_ranks
 from bpe.regex_tokenizer import RegexTokenizer
 from bpe.train_fast import count_pretokens, train_fast
 from bpe.train_reference import train_reference
+from bpe.wordpiece import WordPieceTokenizer
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",
@@ -18,6 +19,7 @@ __all__ = [
     "BasicTokenizer",
     "RegexTokenizer",
     "Tokenizer",
+    "WordPieceTokenizer",
     "count_pretokens",
     "from_tiktoken",
     "load_tiktoken",
