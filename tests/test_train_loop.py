@@ -226,3 +226,23 @@ def test_cuda_resume_is_exact(corpus, tmp_path):
     for (sa, la), (sb, lb) in zip(a, b, strict=True):
         assert sa == sb and abs(la - lb) <= 1e-6, (sa, la, lb)
     assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "stopped"), atol=1e-6)
+
+
+def test_init_from_a_local_hf_directory(corpus, tmp_path):
+    """--init-from=<HF folder>: the first logged loss is the HF model's own loss on the first batch."""
+    transformers = pytest.importorskip("transformers")
+    from gpt.data.loader import ShardedLoader
+    from gpt.data.prepare import load_prepared
+
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    hf = transformers.GPT2LMHeadModel(hf_config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    cfg = tiny(corpus, tmp_path / "run", init_from=str(tmp_path / "hf"), max_steps=3, eval_interval=3)
+    out = main(replace(cfg, global_batch_tokens=4 * 32))  # one micro-step: step 1's loss is batch 1's
+    x, y = ShardedLoader(load_prepared(corpus[1]).train_shards, 4, 32).next_batch()
+    with torch.no_grad():
+        logits = hf(x).logits
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).item()
+    assert abs(out["losses"][0] - ref) < 1e-5, (out["losses"][0], ref)
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model_config"]["vocab_size"] == 64
