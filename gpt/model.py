@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt.accounting import training_flops_per_token
+from gpt.accounting import param_counts, training_flops_per_token
 from gpt.attention import CacheStep, CausalSelfAttention
 from gpt.feedforward import ACTIVATIONS, MLP
 from gpt.norms import make_norm
@@ -288,16 +288,16 @@ class GPT(nn.Module):
     ) -> float:
         """Model FLOPs utilisation: achieved training FLOP/s over ``peak_flops`` (the device's, per second).
 
-        Uses :func:`gpt.accounting.training_flops_per_token` with the non-embedding parameter count and
-        ``seq_len`` (default ``block_size``). E.g. A100 bf16 dense: 312e12; H100 SXM bf16 dense: 989e12.
+        Uses :func:`gpt.accounting.training_flops_per_token` with the weights that multiply
+        (:attr:`gpt.accounting.ParamCounts.matmul`: attention, MLP and the output projection, tied or
+        not) and ``seq_len`` (default ``block_size``). E.g. A100 bf16 dense: 312e12; H100 SXM: 989e12.
         """
         if dt <= 0 or peak_flops <= 0:
             raise ValueError(f"dt and peak_flops must be positive, got dt={dt}, peak_flops={peak_flops}")
         cfg = self.config
         seq_len = cfg.block_size if seq_len is None else seq_len
-        per_token = training_flops_per_token(
-            self.num_params(non_embedding=True), cfg.n_layer, cfg.n_embd, seq_len
-        )
+        matmul_params = param_counts(**cfg.param_counts_kwargs()).matmul
+        per_token = training_flops_per_token(matmul_params, cfg.n_layer, cfg.n_embd, seq_len)
         return per_token * tokens_per_iter / dt / peak_flops
 
     def configure_optimizers(

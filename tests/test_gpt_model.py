@@ -179,10 +179,12 @@ def test_gpt2_small_has_124m_params():
 
 
 def test_estimate_mfu_hand_worked():
-    m = model()
-    n = m.num_params(non_embedding=True)
-    # flops/token = 6 N + 12 L C T; 100 tokens in 2 s against a peak of 1e9 FLOP/s
-    per_token = 6 * n + 12 * 2 * 16 * 24
+    m = model()  # TINY: L=2, C=16, vocab 41, block 24, MLP 64 wide, biases, tied head
+    attention = 2 * (16 * 48 + 48 + 16 * 16 + 16)  # fused qkv and output projection, per layer
+    mlp = 2 * (16 * 64 + 64 + 64 * 16 + 16)
+    head = 41 * 16  # the tied output projection still multiplies every token
+    # flops/token = 6 N_matmul + 12 L C T; 100 tokens in 2 s against a peak of 1e9 FLOP/s
+    per_token = 6 * (attention + mlp + head) + 12 * 2 * 16 * 24
     assert m.estimate_mfu(tokens_per_iter=100, dt=2.0, peak_flops=1e9) == pytest.approx(per_token * 50 / 1e9)
 
 
