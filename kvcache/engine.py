@@ -171,7 +171,7 @@ class LLMEngine:
         for seq, n in zip(batch.seqs, batch.chunks, strict=True):
             start = seq.num_computed_tokens
             table = bm.block_table(seq.seq_id)
-            segments.append(Segment(slots_for(table, bs, start + n, self.device), start))
+            segments.append(Segment(slots_for(table, bs, start + n), start))
             tokens.append(seq.token_ids[start : start + n])
         if batch.kind == "prefill":  # one packed row: no padding in the matmuls
             rows, idx = [segments], torch.tensor([[t for ts in tokens for t in ts]], device=self.device)

@@ -75,38 +75,41 @@ class PagedKVCache:
         """Describe the next forward call. Returns ``last`` (n_segments,): the flat index into the
         (B * T) fed tokens of each segment's last new token (whose logits pick the next token)."""
         assert rows and all(rows), "prepare needs at least one row, each with at least one segment"
-        dev = self.device
+        # Built on the CPU (many tiny writes), then moved to the model's device in one go.
         T = max(sum(s.end - s.start for s in row) for row in rows)
         S = max(sum(s.end for s in row) for row in rows)
         B = len(rows)
-        positions = torch.zeros(B, T, dtype=torch.long, device=dev)
-        q_seg = torch.full((B, T), -1, dtype=torch.long, device=dev)
-        key_slots = torch.zeros(B, S, dtype=torch.long, device=dev)
-        key_pos = torch.zeros(B, S, dtype=torch.long, device=dev)
-        k_seg = torch.full((B, S), -2, dtype=torch.long, device=dev)  # -2: padding, matches no query
+        positions = torch.zeros(B, T, dtype=torch.long)
+        q_seg = torch.full((B, T), -1, dtype=torch.long)
+        key_slots = torch.zeros(B, S, dtype=torch.long)
+        key_pos = torch.zeros(B, S, dtype=torch.long)
+        k_seg = torch.full((B, S), -2, dtype=torch.long)  # -2: padding, matches no query
         write_slots, write_index, last = [], [], []
         for r, row in enumerate(rows):
             t = s = 0
             for i, seg in enumerate(row):
                 n = seg.end - seg.start
                 assert n >= 1, f"a segment needs at least one new token, got start={seg.start}, end={seg.end}"
-                positions[r, t : t + n] = torch.arange(seg.start, seg.end, device=dev)
+                positions[r, t : t + n] = torch.arange(seg.start, seg.end)
                 q_seg[r, t : t + n] = i
                 key_slots[r, s : s + seg.end] = seg.slots
-                key_pos[r, s : s + seg.end] = torch.arange(seg.end, device=dev)
+                key_pos[r, s : s + seg.end] = torch.arange(seg.end)
                 k_seg[r, s : s + seg.end] = i
                 write_slots.append(seg.slots[seg.start :])
-                write_index.append(torch.arange(r * T + t, r * T + t + n, device=dev))
+                write_index.append(torch.arange(r * T + t, r * T + t + n))
                 last.append(r * T + t + n - 1)
                 t, s = t + n, s + seg.end
             if t < T:  # padded queries copy the row's last real query (finite softmax, output unused)
                 positions[r, t:] = positions[r, t - 1]
                 q_seg[r, t:] = q_seg[r, t - 1]
+        dev = self.device
+        positions, q_seg, key_pos, k_seg = (x.to(dev) for x in (positions, q_seg, key_pos, k_seg))
         mask = (k_seg[:, None, :] == q_seg[:, :, None]) & (key_pos[:, None, :] <= positions[:, :, None])
         self._step = CacheStep(positions=positions, attn_mask=mask[:, None], key_positions=key_pos)
-        self._T, self._key_slots = T, key_slots  # (B, S)
-        self._write_slots, self._write_index = torch.cat(write_slots), torch.cat(write_index)
-        return torch.tensor(last, dtype=torch.long, device=dev)
+        self._T, self._key_slots = T, key_slots.to(dev)  # (B, S)
+        self._write_slots = torch.cat(write_slots).to(dev)
+        self._write_index = torch.cat(write_index).to(dev)
+        return torch.tensor(last, dtype=torch.long).to(dev)
 
     # -- the KVCache protocol -----------------------------------------------------------------------
 
