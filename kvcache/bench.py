@@ -291,8 +291,9 @@ def main(cfg: BenchConfig) -> dict:
         "paged_preemptions_at_budget": e.scheduler.num_preemptions,
     }
 
-    sweep = []  # decode-heavy: fixed 32-token prompts and 64 new tokens
-    sweep_reqs = [(p[:32], 64) for p, _ in reqs]
+    sweep = []  # decode-heavy: max(sweep) requests of 32-token prompts and 64 new tokens
+    n_sweep = max(cfg.sweep)
+    sweep_reqs = [(reqs[i % len(reqs)][0][:32], 64) for i in range(n_sweep)]
     for b in cfg.sweep:
         r, _, _ = run_engine(model, sweep_reqs, BenchConfig(**{**asdict(cfg), "batch": b}), f"batch {b}")
         sweep.append({"batch": b, "tok_per_s": r["tok_per_s"], "lat_p50_s": r["lat_p50_s"]})

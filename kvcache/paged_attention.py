@@ -101,7 +101,7 @@ def _kernel():
         l = tl.full((), 0.0, tl.float32)  # running sum of exp(score - m)
         acc = tl.zeros((BLOCK_D,), tl.float32)  # running sum of exp(score - m) * v
         for i in range(0, tl.cdiv(n_ctx, BLOCK_SIZE)):
-            block = tl.load(bt_ptr + b * s_btb + i)  # the block table lookup
+            block = tl.load(bt_ptr + b * s_btb + i).to(tl.int64)  # the block table lookup
             pos = i * BLOCK_SIZE + offs
             ok = (offs < BLOCK_SIZE) & (pos < n_ctx)
             base = block * s_kb + offs[:, None] * s_ks + kvh * s_kh + d[None, :]

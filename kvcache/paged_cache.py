@@ -11,8 +11,8 @@ segment = one sequence's new tokens plus the slots of its whole context). A deco
 sequence with one new token each; a prefill step packs every prompt chunk into a single row (no
 padding in the matmuls: what vLLM calls a "varlen" batch). The attention mask lets each query see only
 earlier keys of its own segment. ``update`` writes the new K/V into their slots, then gathers each
-row's keys through the slots with one indexing op (the readable path; ``kvcache/paged_attention.py``
-has the Triton kernel that reads the blocks directly instead of gathering a copy).
+row's keys block by block through the block tables with one ``index_select`` (the readable path;
+``kvcache/paged_attention.py`` has the Triton kernel that reads the blocks in place instead).
 
 References: vLLM ``attention/backends`` (slot mapping, block tables); nano-vllm ``layers/attention.py``
 and ``engine/model_runner.py`` (``prepare_prefill`` / ``prepare_decode``).
@@ -76,29 +76,32 @@ class PagedKVCache:
         (B * T) fed tokens of each segment's last new token (whose logits pick the next token)."""
         assert rows and all(rows), "prepare needs at least one row, each with at least one segment"
         # Built on the CPU (many tiny writes), then moved to the model's device in one go.
+        bs = self.block_size
+        nblocks = lambda seg: -(-seg.end // bs)  # noqa: E731
         T = max(sum(s.end - s.start for s in row) for row in rows)
-        S = max(sum(s.end for s in row) for row in rows)
-        B = len(rows)
+        NB = max(sum(nblocks(s) for s in row) for row in rows)
+        S, B = NB * bs, len(rows)  # keys are gathered a whole block at a time
         positions = torch.zeros(B, T, dtype=torch.long)
         q_seg = torch.full((B, T), -1, dtype=torch.long)
-        key_slots = torch.zeros(B, S, dtype=torch.long)
+        key_blocks = torch.zeros(B, NB, dtype=torch.long)
         key_pos = torch.zeros(B, S, dtype=torch.long)
         k_seg = torch.full((B, S), -2, dtype=torch.long)  # -2: padding, matches no query
         write_slots, write_index, last = [], [], []
         for r, row in enumerate(rows):
             t = s = 0
             for i, seg in enumerate(row):
+                nb = nblocks(seg)
                 n = seg.end - seg.start
                 assert n >= 1, f"a segment needs at least one new token, got start={seg.start}, end={seg.end}"
                 positions[r, t : t + n] = torch.arange(seg.start, seg.end)
                 q_seg[r, t : t + n] = i
-                key_slots[r, s : s + seg.end] = seg.slots
-                key_pos[r, s : s + seg.end] = torch.arange(seg.end)
-                k_seg[r, s : s + seg.end] = i
+                key_blocks[r, s // bs : s // bs + nb] = seg.slots[::bs] // bs  # its block table
+                key_pos[r, s : s + nb * bs] = torch.arange(nb * bs)
+                k_seg[r, s : s + seg.end] = i  # slots past the end of its last block stay -2
                 write_slots.append(seg.slots[seg.start :])
                 write_index.append(torch.arange(r * T + t, r * T + t + n))
                 last.append(r * T + t + n - 1)
-                t, s = t + n, s + seg.end
+                t, s = t + n, s + nb * bs
             if t < T:  # padded queries copy the row's last real query (finite softmax, output unused)
                 positions[r, t:] = positions[r, t - 1]
                 q_seg[r, t:] = q_seg[r, t - 1]
@@ -106,7 +109,7 @@ class PagedKVCache:
         positions, q_seg, key_pos, k_seg = (x.to(dev) for x in (positions, q_seg, key_pos, k_seg))
         mask = (k_seg[:, None, :] == q_seg[:, :, None]) & (key_pos[:, None, :] <= positions[:, :, None])
         self._step = CacheStep(positions=positions, attn_mask=mask[:, None], key_positions=key_pos)
-        self._T, self._key_slots = T, key_slots.to(dev)  # (B, S)
+        self._T, self._key_blocks = T, key_blocks.to(dev)  # (B, NB)
         self._write_slots = torch.cat(write_slots).to(dev)
         self._write_index = torch.cat(write_index).to(dev)
         return torch.tensor(last, dtype=torch.long).to(dev)
@@ -127,6 +130,8 @@ class PagedKVCache:
         new_v = v.transpose(1, 2).reshape(B * T, nkv, hs)[self._write_index]
         k_flat.index_copy_(0, self._write_slots, new_k.to(k_flat.dtype))
         v_flat.index_copy_(0, self._write_slots, new_v.to(v_flat.dtype))
-        k_all = k_flat[self._key_slots].transpose(1, 2)  # (B, S, nkv, hs) -> (B, nkv, S, hs)
-        v_all = v_flat[self._key_slots].transpose(1, 2)
+        blocks = self._key_blocks.flatten()  # gather whole blocks: one index per block_size tokens
+        S = self._key_blocks.size(1) * self.block_size
+        k_all = k_pool.index_select(0, blocks).view(B, S, nkv, hs).transpose(1, 2)  # (B, nkv, S, hs)
+        v_all = v_pool.index_select(0, blocks).view(B, S, nkv, hs).transpose(1, 2)
         return k_all, v_all
