@@ -173,11 +173,16 @@ class GPT(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------------
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None, cache=None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, cache=None, logits_rows: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) long token ids -> logits (B, T, vocab) and, with targets (B, T), the mean loss.
 
         ``targets[b, t]`` is the token that should follow ``idx[b, t]`` (already shifted); entries equal
-        to -100 are ignored. ``cache`` is any :class:`gpt.attention.KVCache`.
+        to -100 are ignored. ``cache`` is any :class:`gpt.attention.KVCache`. ``logits_rows`` (n,) picks
+        rows of the flattened (B * T) positions to project to the vocabulary, and logits come back as
+        (n, vocab): a server sampling one token per sequence skips the vocabulary matmul for every other
+        position (HF's ``logits_to_keep``).
         """
         if not isinstance(idx, Tensor) or idx.dtype not in (torch.long, torch.int32, torch.int64):
             got = idx.dtype if isinstance(idx, Tensor) else type(idx).__name__
@@ -214,6 +219,10 @@ class GPT(nn.Module):
         for block in self.h:
             x = block(x, positions, step, cache, rope)
         x = self.ln_f(x)
+        if logits_rows is not None:
+            if targets is not None:
+                raise ValueError("logits_rows and targets cannot be combined: the loss needs every position")
+            return self.lm_head(x.flatten(0, 1)[logits_rows]), None  # (n, vocab)
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:

@@ -8,10 +8,9 @@ context is complete (each request with its own ``torch.Generator`` when it has a
 finished ones, freeing their blocks for the waiting. :meth:`generate` is the offline loop over
 :meth:`step` with a progress bar; ``add_request`` + ``step`` is the streaming interface.
 
-The model computes logits for every fed position, but only each sequence's last one is sampled; during
-a prefill that would make the vocabulary projection the most expensive layer. A forward hook on
-``model.ln_f`` keeps just the needed rows while the engine runs (HF's ``logits_to_keep``), without
-editing the model.
+The model is fed many positions but only each sequence's last one is sampled; projecting every
+prefill position to the vocabulary would make that the most expensive layer, so the engine passes
+``logits_rows`` and the model projects just those rows (HF's ``logits_to_keep``).
 
 References: vLLM ``engine/llm_engine.py`` and ``entrypoints/llm.py`` (``LLM.generate``); nano-vllm
 ``engine/llm_engine.py``, ``engine/model_runner.py``.
@@ -19,7 +18,6 @@ References: vLLM ``engine/llm_engine.py`` and ``entrypoints/llm.py`` (``LLM.gene
 
 import itertools
 import time
-from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -31,21 +29,6 @@ from kvcache.memory import blocks_for_budget, kv_cache_bytes
 from kvcache.paged_cache import PagedKVCache, Segment, slots_for
 from kvcache.request import Output, SamplingParams, Sequence
 from kvcache.scheduler import Batch, Scheduler
-
-
-@contextmanager
-def keep_logits_rows(model: GPT, rows: Tensor):
-    """While active, the model's final norm keeps only token rows ``rows`` of the flattened (B * T)
-    positions, so ``lm_head`` projects just those: logits come back as (1, len(rows), vocab)."""
-
-    def hook(module, inputs, out):
-        return out.flatten(0, 1)[rows][None]  # (B, T, C) -> (1, n, C)
-
-    handle = model.ln_f.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 class LLMEngine:
@@ -178,9 +161,7 @@ class LLMEngine:
         else:  # one row per sequence, one token each
             rows, idx = [[s] for s in segments], torch.tensor(tokens, device=self.device)
         last = self.cache.prepare(rows)
-        with keep_logits_rows(self.model, last):
-            logits, _ = self.model(idx, cache=self.cache)
-        logits = logits[0]  # (n_segments, vocab)
+        logits, _ = self.model(idx, cache=self.cache, logits_rows=last)  # (n_segments, vocab)
 
         key = "prefill_tokens" if batch.kind == "prefill" else "decode_tokens"
         self.stats[key] += sum(batch.chunks)

@@ -209,3 +209,15 @@ def test_training_step_lowers_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_logits_rows_equal_the_full_projection_rows():
+    m = model()
+    idx = torch.randint(0, 41, (3, 7))
+    full, _ = m(idx)  # (3, 7, vocab)
+    rows = torch.tensor([6, 9, 20])  # flattened (b * T + t): (0, 6), (1, 2), (2, 6)
+    picked, loss = m(idx, logits_rows=rows)
+    assert loss is None and picked.shape == (3, 41)
+    torch.testing.assert_close(picked, full.flatten(0, 1)[rows], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="logits_rows and targets"):
+        m(idx, targets=idx, logits_rows=rows)
