@@ -13,8 +13,9 @@ as :class:`kvcache.PagedKVCache` stores them. Grouped-query attention: query hea
 head ``h // (n_head // n_kv_head)``.
 
 Note: ``gpt.GPT`` computes attention itself from the keys and values that ``KVCache.update`` returns, so
-the engine runs the torch gather path; the kernel is tested and timed here, on its own (see the report
-of the kvcache issue for the small model hook that would let the engine call it).
+the engine runs the torch gather path; the kernel is tested and timed here, on its own. Serving with it
+needs one more hook in the ``KVCache`` protocol: a cache method that receives the rotated queries and
+returns the attention output, which the model would call instead of SDPA.
 
 References: vLLM ``csrc/attention/attention_kernels.cu`` (paged_attention_v1), vLLM's Triton
 ``ops/triton_decode_attention.py``; nano-vllm ``layers/attention.py``.
