@@ -40,7 +40,7 @@ from gpt.distributed import (
     teardown,
 )
 from gpt.model import GPT, GPTConfig
-from gpt.paths import data_root
+from gpt.paths import cache_root
 from gpt.precision import Precision, peak_flops
 from gpt.runlog import RunLog
 from gpt.sampling import sample_next
@@ -54,12 +54,13 @@ CHECKPOINT = "ckpt.pt"
 
 
 def default_data_dir(cfg: TrainConfig) -> Path:
-    """``<data root>/prepared/<dataset>-<tokenizer>`` (file paths reduced to their names)."""
+    """``<cache root>/prepared/<dataset>-<tokenizer>`` (file paths reduced to their names); the cache
+    root (``gpt.paths.cache_root``) is writable, unlike a shared data folder."""
 
     def slug(s):
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).name or s)
 
-    return data_root() / "prepared" / f"{slug(cfg.dataset)}-{slug(cfg.tokenizer)}"
+    return cache_root() / "prepared" / f"{slug(cfg.dataset)}-{slug(cfg.tokenizer)}"
 
 
 def load_data(cfg: TrainConfig, info: DistInfo):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt.paths import dataset_path
+from gpt.paths import cache_root, dataset_path
 
 
 def run_pytest(tmp_path, test_source, env_extra):
@@ -53,3 +53,11 @@ def test_dataset_path_names_the_fix(tmp_path, monkeypatch):
 def test_data_dir_points_at_env(data_dir):
     expected = os.path.expanduser(os.environ.get("LLM_COURSE_DATA") or "~/.cache/llm-course")
     assert str(data_dir) == expected
+
+
+def test_cache_root_is_apart_from_a_shared_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_COURSE_DATA", str(tmp_path / "shared"))
+    monkeypatch.delenv("LLM_COURSE_CACHE", raising=False)
+    assert not str(cache_root()).startswith(str(tmp_path))
+    monkeypatch.setenv("LLM_COURSE_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
