@@ -34,6 +34,7 @@ from gpt.t5_decode import beam_search, greedy_decode
 SPECIALS = ("<pad>", "</s>", "<mask>", "<sep>")  # ids 0, 1, 2, 3; BPE ids follow
 SIZES = {  # (n_embd, n_head, head_dim, ffn_hidden, n_layer) for encoder and decoder each
     "tiny": (32, 2, 16, 64, 1),
+    "mini": (128, 4, 32, 512, 2),
     "small": (256, 4, 64, 1024, 3),
     "base": (512, 8, 64, 2048, 6),
 }
@@ -95,7 +96,7 @@ def pad_batch(rows: list[list[int]], pad: int, device="cpu") -> tuple[torch.Tens
 
 @dataclass
 class TranslationConfig:
-    size: str = "small"  # tiny | small | base (SIZES)
+    size: str = "small"  # tiny | mini | small | base (SIZES)
     budget_minutes: float = 12.0  # wall-clock training budget; training stops at whichever comes first
     max_steps: int = 1_000_000
     vocab_size: int = 8000  # joint BPE, specials included
@@ -159,10 +160,8 @@ def translate(
     return out
 
 
-def main(cfg: TranslationConfig) -> dict:
-    """Train for the budget, translate the test set, return (and print) the summary with sacreBLEU."""
-    import sacrebleu  # the scorer is a reference library: imported where the score is computed
-
+def train(cfg: TranslationConfig) -> tuple[T5, Seq2SeqVocab, dict]:
+    """Train BPE and a T5 on Multi30k train for the budget; returns (model, vocab, training stats)."""
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     en, de = load_pairs("train", cfg.train_sentences)
@@ -174,7 +173,8 @@ def main(cfg: TranslationConfig) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     print(
         f"BPE {vocab.vocab_size} ids, {len(pairs)} pairs, T5-{cfg.size} {model.num_params() / 1e6:.1f}M "
-        f"params ({time.time() - t0:.0f} s to prepare); load average {os.getloadavg()[0]:.1f}"
+        f"params ({time.time() - t0:.0f} s to prepare); load average {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
     g = torch.Generator().manual_seed(cfg.seed)
     budget_s, start, step, losses = cfg.budget_minutes * 60, time.time(), 0, []
@@ -203,18 +203,30 @@ def main(cfg: TranslationConfig) -> dict:
         step += 1
         if step % 100 == 0:
             print(
-                f"step {step}: loss {sum(losses[-100:]) / 100:.3f}, lr {lr:.2e}, {time.time() - start:.0f} s"
+                f"step {step}: loss {sum(losses[-100:]) / 100:.3f}, lr {lr:.2e}, {time.time() - start:.0f} s",
+                flush=True,
             )
-    train_s = time.time() - start
+    stats = dict(
+        steps=step,
+        train_minutes=round((time.time() - start) / 60, 2),
+        final_train_loss=round(sum(losses[-50:]) / len(losses[-50:]), 3),
+        losses=losses,
+    )
+    return model, vocab, stats
+
+
+def main(cfg: TranslationConfig) -> dict:
+    """Train for the budget, translate test_2016_flickr, return (and print) the summary with sacreBLEU."""
+    import sacrebleu  # the scorer is a reference library: imported where the score is computed
+
+    model, vocab, stats = train(cfg)
     test_en, test_de = load_pairs("test_2016_flickr", cfg.eval_sentences)
     hyps = translate(model, vocab, test_en, cfg.num_beams, device=cfg.device)
     bleu = sacrebleu.corpus_bleu(hyps, [test_de])
     summary = dict(
         bleu=round(bleu.score, 2),
         bleu_signature=str(bleu),
-        steps=step,
-        train_minutes=round(train_s / 60, 2),
-        final_train_loss=round(sum(losses[-50:]) / len(losses[-50:]), 3),
+        **{k: v for k, v in stats.items() if k != "losses"},
         params=model.num_params(),
         load_average=os.getloadavg(),
         examples=[(s, h, r) for s, h, r in zip(test_en[:3], hyps[:3], test_de[:3], strict=True)],
