@@ -110,6 +110,7 @@ class TranslationConfig:
     eval_sentences: int | None = None  # None: all 1,000 test_2016_flickr sentences
     num_beams: int = 1  # 1: greedy
     device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (1 is faster on shared CPU cores)
     seed: int = 0
     out: str | None = None  # write the summary as JSON here
 
@@ -163,6 +164,8 @@ def translate(
 def train(cfg: TranslationConfig) -> tuple[T5, Seq2SeqVocab, dict]:
     """Train BPE and a T5 on Multi30k train for the budget; returns (model, vocab, training stats)."""
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     t0 = time.time()
     en, de = load_pairs("train", cfg.train_sentences)
     vocab = Seq2SeqVocab.train(en + de, cfg.vocab_size)

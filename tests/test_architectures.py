@@ -13,6 +13,15 @@ import torch
 from gpt.compare_architectures import ARCHS, CompareConfig, batch_loss, build, decode, make_examples
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two fighting over shared CI cores (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class ToyVocab:
     """The four specials of gpt.translation.Seq2SeqVocab and one id per character above them."""
 

@@ -17,6 +17,15 @@ from gpt.t5 import T5, T5Config, relative_position_bucket, shift_right
 from gpt.t5_decode import beam_search, greedy_decode
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two fighting over shared CI cores (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_hf(seed: int, ffn: str, vocab: int = 24, redraw: bool = True, **kw) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
     config = dict(
