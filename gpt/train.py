@@ -67,7 +67,7 @@ def load_data(cfg: TrainConfig, info: DistInfo):
     """Rank 0 prepares (or finds already prepared) shards; the other ranks read what it wrote.
 
     With several nodes, ``data_dir`` must be on a shared filesystem (or prepared on every node first
-    with ``python -m gpt.data.prepare``).
+    with ``python -m gpt.data``).
     """
     from gpt.data.prepare import load_prepared, prepare
 

@@ -156,3 +156,23 @@ def test_local_file_change_is_noticed(tmp_path):
     path.write_text("second version!\n" * 20)
     second = prepare(str(path), tmp_path / "out", tokenizer="char")
     assert first.tokenizer_spec != second.tokenizer_spec and "!" in second.tokenizer_spec["chars"]
+
+
+def test_command_line_prepares_local_files(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"{i}.txt").write_text(f"document number {i}, with a little text in it.\n" * 5)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gpt.data", str(docs), "--tokenizer", "char", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "RuntimeWarning" not in result.stderr
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (out / "meta.json").exists()
+    data = load_prepared(out)
+    assert data.num_train_tokens + data.num_val_tokens == sum(len(p.read_text()) for p in docs.iterdir())
+    assert int(printed["num_train_tokens"]) == data.num_train_tokens

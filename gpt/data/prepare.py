@@ -18,14 +18,13 @@ counts, a description of what was read and each filter's report. ``prepare`` is 
 data without tokenizing again. Reference: nanoGPT ``data/openwebtext/prepare.py`` and build-nanogpt
 ``fineweb.py`` (EOT *before* each document, uint16 shards of 100M tokens, first shard as val).
 
-    python -m gpt.data.prepare pystdlib --out data/pystdlib
-    python -m gpt.data.prepare tinyshakespeare --tokenizer char --out data/shakespeare_char
+    python -m gpt.data pystdlib --out data/pystdlib
+    python -m gpt.data tinyshakespeare --tokenizer char --out data/shakespeare_char
 """
 
-import argparse
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -249,41 +248,3 @@ def parse_weight(text: str) -> tuple[str, float]:
         return name, float(value)
     except ValueError:
         raise ValueError(f"--weights {text!r}: write SOURCE=EPOCHS, e.g. wikitext2=3") from None
-
-
-def main(args: argparse.Namespace) -> PreparedData:
-    data = prepare(
-        args.source,
-        args.out,
-        tokenizer=args.tokenizer,
-        val_fraction=args.val_fraction,
-        shard_tokens=args.shard_tokens,
-        num_workers=args.num_workers,
-        seed=args.seed,
-        weights=dict(parse_weight(w) for w in args.weights),
-        clean=args.clean,
-        quality_filter=args.quality_filter,
-        dedup=args.dedup,
-        **({"max_docs": args.max_docs} if args.max_docs else {}),
-    )
-    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(data).items()}, default=str))
-    return data
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "source", nargs="+", help="dataset name(s) or local .txt/.jsonl/.parquet files/folders"
-    )
-    parser.add_argument("--out", required=True, help="output folder for the shards and meta.json")
-    parser.add_argument("--tokenizer", default="gpt2", help="'gpt2', 'char' or a bpe .model file")
-    parser.add_argument("--val-fraction", type=float, default=0.05)
-    parser.add_argument("--shard-tokens", type=int, default=100_000_000)
-    parser.add_argument("--num-workers", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-docs", type=int, default=None)
-    parser.add_argument("--weights", nargs="*", default=[], help="epochs per source: SOURCE=EPOCHS ...")
-    parser.add_argument("--clean", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--quality-filter", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=False)
-    main(parser.parse_args())
