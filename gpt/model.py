@@ -33,6 +33,21 @@ ATTN_IMPLS = ("sdpa", "manual")
 IGNORE_INDEX = -100  # targets equal to this are left out of the loss (as in HF and F.cross_entropy)
 
 
+def token_cross_entropy(logits: Tensor, targets: Tensor, inputs: Tensor) -> Tensor:
+    """Mean cross-entropy of logits (B, T, vocab) against targets (B, T), skipping IGNORE_INDEX entries.
+
+    ``inputs`` is what the logits were computed from (B, T); a targets tensor of another shape is the
+    usual mistake (e.g. forgetting to shift), so it is named. The softmax runs in fp32 under autocast.
+    """
+    if targets.shape != inputs.shape:
+        raise ValueError(
+            f"targets shape {tuple(targets.shape)} must equal the input shape {tuple(inputs.shape)}"
+        )
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
 @dataclass
 class GPTConfig:
     """Shape and flavour of the model. Defaults are GPT-2 small (124M); :meth:`llama` gives Llama's.
@@ -224,15 +239,7 @@ class GPT(nn.Module):
                 raise ValueError("logits_rows and targets cannot be combined: the loss needs every position")
             return self.lm_head(x.flatten(0, 1)[logits_rows]), None  # (n, vocab)
         logits = self.lm_head(x)  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            if targets.shape != idx.shape:
-                raise ValueError(
-                    f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}"
-                )
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
-            )
+        loss = None if targets is None else token_cross_entropy(logits, targets, idx)
         return logits, loss
 
     # -- generation ---------------------------------------------------------------------------------

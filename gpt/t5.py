@@ -28,13 +28,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpt.attention import causal_mask, padding_mask
 from gpt.feedforward import MLP
 from gpt.mha import ATTN_IMPLS, MultiHeadAttention
-from gpt.model import IGNORE_INDEX
+from gpt.model import IGNORE_INDEX, token_cross_entropy
 from gpt.norms import RMSNorm
 
 ACTIVATIONS = ("relu", "geglu")  # T5 "relu" and T5 v1.1 "gated-gelu"
@@ -242,15 +241,7 @@ class T5(nn.Module):
         """Teacher forcing: logits (B, T, vocab) for decoder inputs ``tgt_in`` (``shift_right(targets)``)
         and, with targets (B, T) (-100 = ignored), the mean cross-entropy."""
         logits = self.decode(tgt_in, self.encode(src, src_mask), src_mask)
-        loss = None
-        if targets is not None:
-            if targets.shape != tgt_in.shape:
-                raise ValueError(
-                    f"targets {tuple(targets.shape)} must have tgt_in's shape {tuple(tgt_in.shape)}"
-                )
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
-            )
+        loss = None if targets is None else token_cross_entropy(logits, targets, tgt_in)
         return logits, loss
 
     def num_params(self) -> int:

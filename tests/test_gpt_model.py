@@ -221,3 +221,10 @@ def test_logits_rows_equal_the_full_projection_rows():
     torch.testing.assert_close(picked, full.flatten(0, 1)[rows], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="logits_rows and targets"):
         m(idx, targets=idx, logits_rows=rows)
+
+
+def test_targets_of_another_shape_are_named():
+    m = model()
+    idx = torch.randint(0, 41, (2, 5))
+    with pytest.raises(ValueError, match=r"targets shape \(2, 4\) must equal the input shape \(2, 5\)"):
+        m(idx, targets=idx[:, 1:])
