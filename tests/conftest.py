@@ -9,6 +9,7 @@
   skip turns the whole run red, because CI has all the data.
 """
 
+import gc
 import os
 import shutil
 
@@ -39,6 +40,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny models: faster than two threads fighting over CI's two cores.
+
+    Opt in per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cycle_gc_paused():
+    """Pause Python's cycle collector while a test builds hundreds of thousands of micrograd Values.
+
+    The collector walks every live Value again and again (2-3x the time); a Value graph has no cycles,
+    so reference counting alone frees it."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,7 @@ import torch
 
 from gpt.compare_architectures import ARCHS, CompareConfig, batch_loss, build, decode, make_examples
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two fighting over shared CI cores (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToyVocab:

@@ -4,7 +4,6 @@ Every expression is built twice, once from Values and once from 0-d float64 tens
 requires_grad, and the outputs and the gradients of every node are compared.
 """
 
-import gc
 import math
 
 import pytest
@@ -219,18 +218,6 @@ def test_grads_accumulate_across_backward_calls_like_torch():
 
 
 # ---- the iterative topological sort ----
-
-
-@pytest.fixture
-def cycle_gc_paused():
-    """Pause Python's cycle collector, which otherwise walks all live Values again and again while
-    200,000 more are made (~2x the time). Value graphs have no cycles; reference counting frees them.
-    (The same fixture as in test_micrograd_nn.py.)"""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def test_200k_node_chain_backward_without_recursion(cycle_gc_paused):

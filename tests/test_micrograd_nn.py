@@ -1,6 +1,5 @@
 """micrograd.nn against torch.nn.Linear in float64 (rel. tolerance 1e-9), plus training on two moons."""
 
-import gc
 import math
 import random
 
@@ -93,18 +92,6 @@ def two_moons(n, noise, seed):
     X = (X - X.mean(axis=0)) / X.std(axis=0)  # zero mean, unit variance: tanh units start unsaturated
     y = np.concatenate([-np.ones(n // 2), np.ones(n // 2)])  # (n,)
     return X.tolist(), y.tolist()
-
-
-@pytest.fixture
-def cycle_gc_paused():
-    """Pause Python's cycle collector, which otherwise walks every live Value again and again (a step
-    here builds ~25k of them) and triples the time. A Value graph has no cycles: reference counting
-    frees each step's graph as soon as the next one replaces it."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def test_mlp_reaches_full_train_accuracy_on_two_moons(cycle_gc_paused):

@@ -16,14 +16,7 @@ from transformers import T5ForConditionalGeneration
 from gpt.t5 import T5, T5Config, relative_position_bucket, shift_right
 from gpt.t5_decode import beam_search, greedy_decode
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two fighting over shared CI cores (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_hf(seed: int, ffn: str, vocab: int = 24, redraw: bool = True, **kw) -> T5ForConditionalGeneration:

@@ -12,14 +12,7 @@ import torch
 
 from gpt.translation import Seq2SeqVocab, TranslationConfig, cli, load_pairs, pad_batch
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two fighting over shared CI cores (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cli_runs_end_to_end(data_file, tmp_path):
