@@ -43,7 +43,6 @@ from gpt.model import GPT, GPTConfig
 from gpt.paths import cache_root
 from gpt.precision import Precision, peak_flops
 from gpt.runlog import RunLog
-from gpt.sampling import sample_next
 from gpt.schedule import lr_at
 from gpt.train_config import TrainConfig, grad_accum_steps, parse_args
 
@@ -121,10 +120,14 @@ def build_model(cfg: TrainConfig, vocab_size: int, checkpoint: dict | None) -> G
 
 @torch.no_grad()
 def evaluate(model, data, cfg: TrainConfig, info: DistInfo, precision: Precision) -> float:
-    """Mean loss over ``eval_steps`` micro-batches per rank of the val shards (the same ones every time)."""
+    """Mean loss over ``eval_steps`` micro-batches per rank of the val shards (the same ones every time:
+    with ``data_order="shuffled"`` windows spread over all of val, else its first stretch)."""
     from gpt.data.loader import ShardedLoader
 
-    loader = ShardedLoader(data.val_shards, cfg.micro_batch, cfg.block_size, info.rank, info.world_size)
+    loader = ShardedLoader(
+        data.val_shards, cfg.micro_batch, cfg.block_size, info.rank, info.world_size,
+        order=cfg.data_order, seed=cfg.seed,
+    )  # fmt: skip
     model.eval()
     total = torch.zeros((), device=info.device)
     for _ in range(cfg.eval_steps):
@@ -138,21 +141,18 @@ def evaluate(model, data, cfg: TrainConfig, info: DistInfo, precision: Precision
 
 @torch.no_grad()
 def samples(model: GPT, tokenizer, cfg: TrainConfig, step: int, precision: Precision) -> list[str]:
-    """``num_samples`` continuations of ``sample_prompt`` (own generator: the training RNG is untouched).
-
-    Written out rather than ``model.generate`` because the padded vocabulary rows (``pad_vocab_to``) are
-    not tokens: their logits are cut off before sampling.
-    """
+    """``num_samples`` continuations of ``sample_prompt`` (own generator: the training RNG is untouched);
+    the padded vocabulary rows (``pad_vocab_to``) are not tokens, so ``vocab_limit`` cuts them off."""
     prompt = tokenizer.encode(cfg.sample_prompt) or [tokenizer.eot_id or 0]
     device = next(model.parameters()).device
     idx = torch.tensor([prompt] * cfg.num_samples, dtype=torch.long, device=device)  # (B, T)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + step)
     model.eval()
-    for _ in range(cfg.sample_tokens):
-        with precision.autocast():
-            logits, _ = model(idx[:, -model.config.block_size :])
-        logits = logits[:, -1, : tokenizer.vocab_size].float()  # (B, vocab), padding rows dropped
-        idx = torch.cat([idx, sample_next(logits, 0.8, 200, None, generator)], dim=1)
+    with precision.autocast():
+        idx = model.generate(
+            idx, cfg.sample_tokens, temperature=0.8, top_k=200, generator=generator,
+            vocab_limit=tokenizer.vocab_size,
+        )  # fmt: skip
     model.train()
     return [tokenizer.decode(row.tolist()) for row in idx]
 
@@ -197,7 +197,10 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), info.device.type
     )
     scaler = precision.make_scaler()
-    loader = ShardedLoader(data.train_shards, cfg.micro_batch, cfg.block_size, info.rank, info.world_size)
+    loader = ShardedLoader(
+        data.train_shards, cfg.micro_batch, cfg.block_size, info.rank, info.world_size,
+        order=cfg.data_order, seed=cfg.seed,
+    )  # fmt: skip
     step = 0
     if checkpoint is not None:
         raw.load_state_dict(checkpoint["model"])
