@@ -256,6 +256,7 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
         seed: int | None = None,
         cache=None,
+        vocab_limit: int | None = None,
     ) -> Tensor:
         """Append ``max_new_tokens`` tokens to idx (B, T) and return (B, T + new).
 
@@ -263,10 +264,13 @@ class GPT(nn.Module):
         ``generator`` for reproducible sampling. With ``eos_id``, a finished sequence is padded with
         ``eos_id`` and generation stops early once every sequence has finished. Without a ``cache`` the
         whole (cropped) context is recomputed each step; with an empty :class:`KVCache` only the new
-        token is fed after the first step.
+        token is fed after the first step. ``vocab_limit`` samples only ids below it: a vocabulary padded
+        for speed (50257 -> 50304) has rows that are not tokens.
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if vocab_limit is not None and not 1 <= vocab_limit <= self.config.vocab_size:
+            raise ValueError(f"vocab_limit={vocab_limit} must be in 1..vocab_size={self.config.vocab_size}")
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass either seed or generator, not both")
@@ -277,7 +281,8 @@ class GPT(nn.Module):
             if cache is None:
                 feed = idx[:, -self.config.block_size :]
             logits, _ = self(feed, cache=cache)
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            logits = logits[:, -1, :vocab_limit]  # (B, V), padding rows dropped
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
             if eos_id is not None:
                 nxt = nxt.masked_fill(done[:, None], eos_id)
                 done = done | (nxt[:, 0] == eos_id)

@@ -147,6 +147,20 @@ def test_sampling_is_reproducible_and_filters_work():
         assert torch.equal(out[:, -1], top1)
 
 
+def test_vocab_limit_never_samples_padding_rows():
+    m = model()  # vocab 41: pretend ids 30..40 are padding
+    x = torch.zeros(4, 3, dtype=torch.long)
+    free = m.generate(x, 50, temperature=2.0, seed=0)
+    assert (free[:, 3:] >= 30).any()  # a flat-ish distribution does reach the last ids
+    limited = m.generate(x, 50, temperature=2.0, seed=0, vocab_limit=30)
+    assert (limited[:, 3:] < 30).all()
+    with torch.no_grad():
+        greedy = m(x)[0][:, -1, :7].argmax(-1)
+    assert torch.equal(m.generate(x, 1, temperature=0.0, vocab_limit=7)[:, -1], greedy)
+    with pytest.raises(ValueError, match="vocab_limit=42"):
+        m.generate(x, 1, vocab_limit=42)
+
+
 def test_sampling_filters_hand_worked():
     from gpt.sampling import filter_top_k, filter_top_p
 
