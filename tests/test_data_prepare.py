@@ -69,6 +69,20 @@ def test_idempotent_and_redone_for_new_settings(tmp_path, capsys):
     assert other.num_val_tokens == 25 * 12 and load_prepared(out) == other
 
 
+def test_failed_prepare_with_new_settings_keeps_the_old_data(tmp_path):
+    (tmp_path / "in.txt").write_text("hello world\n" * 50)
+    (tmp_path / "empty.txt").write_text("")
+    out = tmp_path / "out"
+    first = prepare(str(tmp_path / "in.txt"), out, tokenizer="char")
+    with pytest.raises(ValueError, match="no training text"):
+        prepare(str(tmp_path / "empty.txt"), out, tokenizer="char")
+    assert load_prepared(out) == first and all(p.is_file() for p in first.train_shards + first.val_shards)
+    assert tokens_of(first.train_shards).size == first.num_train_tokens
+    again = prepare(str(tmp_path / "in.txt"), out, tokenizer="char", val_fraction=0.5)
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train_000000.bin", "val_000000.bin"]
+    assert tokens_of(again.val_shards).size == again.num_val_tokens == 25 * 12
+
+
 def test_clean_filter_dedup_and_mixture(tmp_path):
     good = (
         "The keeper of the lighthouse wrote to the harbour master that the lamp had failed twice during "
@@ -176,3 +190,59 @@ def test_command_line_prepares_local_files(tmp_path):
     data = load_prepared(out)
     assert data.num_train_tokens + data.num_val_tokens == sum(len(p.read_text()) for p in docs.iterdir())
     assert int(printed["num_train_tokens"]) == data.num_train_tokens
+
+
+def fake_hub(monkeypatch, num_docs, on_doc=None):
+    """A stand-in for ``datasets``: fineweb-edu as a generator of ``num_docs`` short web pages."""
+    import sys
+    import types
+
+    def documents():
+        for i in range(num_docs):
+            if on_doc is not None:
+                on_doc(i)
+            yield {"text": f"page {i}: " + "the quick brown fox jumps over the lazy dog. " * (1 + i % 4)}
+
+    def load_dataset(path, name, split, streaming):
+        assert (path, name, split, streaming) == ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)
+        return documents()
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+
+
+def test_fineweb_edu_is_streamed_into_shards_with_the_in_memory_split(tmp_path, monkeypatch, data_file):
+    data_file("tokenizers", "gpt2.tiktoken")
+    out = tmp_path / "out"
+    shards_seen_at = {}
+
+    def on_doc(i):
+        if i == 1500:  # by now earlier batches of 256 documents must already be tokens on disk
+            shards_seen_at[i] = sorted(p.name for p in (out / ".incomplete").glob("train_*.bin"))
+
+    fake_hub(monkeypatch, 2000, on_doc)
+    data = prepare("fineweb-edu", out, val_fraction=0.1, max_docs=2000, shard_tokens=4096, num_workers=1)
+    assert shards_seen_at[1500][:2] == ["train_000000.bin", "train_000001.bin"]
+    assert not (out / ".incomplete").exists() and len(data.train_shards) > 5
+
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["source_description"] == "fineweb-edu: first 2000 docs, streamed"
+    enc = gpt2_encoding()
+    # documents as the shards hold them: EOT (50256) before each one
+    train_docs = enc.decode(tokens_of(data.train_shards).tolist()).split("<|endoftext|>")[1:]
+    val_docs = enc.decode(tokens_of(data.val_shards).tolist()).split("<|endoftext|>")[1:]
+    corpus = load_corpus("fineweb-edu", val_fraction=0.1, max_docs=2000)  # the in-memory path's split
+    assert train_docs == corpus.train and val_docs == corpus.val  # stream order = corpus order
+    assert meta["documents"]["train"] == len(train_docs) and 150 < len(val_docs) < 250
+
+
+def test_streamed_prepare_that_fails_leaves_no_partial_shards(tmp_path, monkeypatch, data_file):
+    data_file("tokenizers", "gpt2.tiktoken")
+
+    def drop(i):
+        if i == 700:
+            raise OSError("connection reset")
+
+    fake_hub(monkeypatch, 2000, drop)
+    with pytest.raises(ConnectionError, match="connection reset"):
+        prepare("fineweb-edu", tmp_path / "out", max_docs=2000, num_workers=1)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -26,6 +26,7 @@ import json
 import re
 import sysconfig
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,8 +163,9 @@ def load_wikitext2() -> Corpus:
     return Corpus("wikitext2", f"wikitext2: train={train_path}, val={val_path}", train, val)
 
 
-def load_fineweb_edu(val_fraction: float, max_docs: int | None, seed: int) -> Corpus:
-    """Stream ``max_docs`` documents (default 100,000) of FineWeb-Edu sample-10BT from the HF hub."""
+def stream_fineweb_edu(max_docs: int | None) -> Iterator[str]:
+    """The first ``max_docs`` documents (default 100,000) of FineWeb-Edu sample-10BT, one at a time,
+    streamed from the HF hub: ``prepare`` tokenizes them as they arrive, so 10B tokens never sit in memory."""
     try:
         import datasets  # optional: only this source needs it
     except ImportError:
@@ -172,18 +174,32 @@ def load_fineweb_edu(val_fraction: float, max_docs: int | None, seed: int) -> Co
             "pip install datasets (and a network connection)"
         ) from None
     max_docs = 100_000 if max_docs is None else max_docs
-    try:
-        stream = datasets.load_dataset(
-            "HuggingFaceFW/fineweb-edu", name="sample-10BT", split="train", streaming=True
-        )
-        docs = [row["text"] for _, row in zip(range(max_docs), stream, strict=False)]
-    except Exception as err:  # the hub raises many kinds of errors when offline
-        raise ConnectionError(
-            f"could not stream HuggingFaceFW/fineweb-edu (sample-10BT) from the Hugging Face hub: {err}. "
-            "It needs a network connection; offline, use 'pystdlib' or local files."
-        ) from err
+
+    def documents():
+        try:
+            stream = datasets.load_dataset(
+                "HuggingFaceFW/fineweb-edu", name="sample-10BT", split="train", streaming=True
+            )
+            for _, row in zip(range(max_docs), stream, strict=False):
+                yield row["text"]
+        except Exception as err:  # the hub raises many kinds of errors when offline
+            raise ConnectionError(
+                f"could not stream HuggingFaceFW/fineweb-edu (sample-10BT) from the Hugging Face hub: "
+                f"{err}. It needs a network connection; offline, use 'pystdlib' or local files."
+            ) from err
+
+    return documents()
+
+
+def load_fineweb_edu(val_fraction: float, max_docs: int | None, seed: int) -> Corpus:
+    """``stream_fineweb_edu`` read into memory and split by the hash of each document's index."""
+    docs = list(stream_fineweb_edu(max_docs))
     train, val = split_by_hash(docs, [str(i) for i in range(len(docs))], val_fraction, seed)
     return Corpus("fineweb-edu", f"fineweb-edu: first {len(docs)} docs of sample-10BT", train, val)
+
+
+# sources that ``prepare`` can read one document at a time (name -> function(max_docs) -> Iterator[str])
+STREAMED_DATASETS = {"fineweb-edu": stream_fineweb_edu}
 
 
 def read_local_file(path: Path) -> list[str]:
