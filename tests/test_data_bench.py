@@ -17,6 +17,8 @@ def test_bench_tiny(tmp_path, capsys):
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"] == rows and saved["config"]["seq"] == 8
     assert "vs memmap" in capsys.readouterr().out
+    shuffled = main(DataBenchConfig(**{**saved["config"], "workers": (0,), "shuffle": True}))
+    assert len(shuffled) == 2 and all(r["batches_per_s"] > 0 for r in shuffled)
 
 
 def test_bench_config_errors():

@@ -5,10 +5,11 @@ shards. Both paths read the same uint16 shard in one process, deliver the same (
 (``tests/test_data_loader.py`` checks they are equal when the DataLoader does not shuffle) and, on a
 GPU, copy them to the device (``non_blocking=True``; the DataLoader pins memory). The rows run in
 turn, ``rounds`` times, and each row reports its median; the first ``warmup`` batches (worker start-up,
-page cache) are not timed. Ratios are against ShardedLoader.
+page cache) are not timed. Ratios are against ShardedLoader. ``--shuffle`` reads random windows in
+both (``ShardedLoader(order="shuffled")``, ``DataLoader(shuffle=True)``): what training does.
 
     python -m gpt.data.bench                                  # CPU, synthetic 4M-token shard
-    python -m gpt.data.bench --device cuda --workers 0 2 4
+    python -m gpt.data.bench --device cuda --workers 0 2 4 --shuffle
     python -m gpt.data.bench --shards data/pystdlib            # a prepared folder (its train shards)
 
 Writes ``bench.json`` to ``--out`` (default ``runs/data-bench-<device>``). Methodology as in
@@ -69,7 +70,8 @@ def sync(device: torch.device) -> None:
 
 def time_sharded(shards, cfg: DataBenchConfig, device: torch.device) -> float:
     """Seconds for ``cfg.steps`` batches of ShardedLoader (after ``cfg.warmup`` untimed ones)."""
-    loader = ShardedLoader(shards, cfg.batch, cfg.seq)
+    order = "shuffled" if cfg.shuffle else "sequential"
+    loader = ShardedLoader(shards, cfg.batch, cfg.seq, order=order, seed=cfg.seed)
     for _ in range(cfg.warmup):
         loader.next_batch()
     sync(device)
