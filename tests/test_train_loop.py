@@ -234,7 +234,8 @@ def test_init_from_a_local_hf_directory(corpus, tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     cfg = tiny(corpus, tmp_path / "run", init_from=str(tmp_path / "hf"), max_steps=3, eval_interval=3)
     out = main(replace(cfg, global_batch_tokens=4 * 32))  # one micro-step: step 1's loss is batch 1's
-    x, y = ShardedLoader(load_prepared(corpus[1]).train_shards, 4, 32).next_batch()
+    train_shards = load_prepared(corpus[1]).train_shards
+    x, y = ShardedLoader(train_shards, 4, 32, order=cfg.data_order, seed=cfg.seed).next_batch()
     with torch.no_grad():
         logits = hf(x).logits
     ref = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).item()

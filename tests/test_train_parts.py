@@ -71,10 +71,9 @@ def test_every_field_is_a_flag_and_presets_are_defaults():
         else:
             new = {int: 3, float: 0.25, str: "x"}[type(value)]
             argv = [f"--{f.name.replace('_', '-')}={new}"]
-            if f.name in ("dtype", "flavour"):
-                new, argv = (
-                    ("fp16", ["--dtype=fp16"]) if f.name == "dtype" else ("llama", ["--flavour=llama"])
-                )
+            choice = {"dtype": "fp16", "flavour": "llama", "data_order": "sequential"}
+            if f.name in choice:  # a field with a fixed set of values
+                new, argv = choice[f.name], [f"--{f.name.replace('_', '-')}={choice[f.name]}"]
             if f.name in ("max_steps", "lr_decay_steps"):
                 argv.append("--warmup-steps=0")  # the default warmup is longer than 3 steps
             assert getattr(parse_args(argv), f.name) == new, f.name
