@@ -3,7 +3,8 @@
 Teaches reverse-mode automatic differentiation one scalar at a time: every operation records its
 inputs and a local derivative, and ``backward()`` applies the chain rule in reverse topological order.
 Read in this order: ``engine.py`` (Value, backward), ``nn.py`` (Neuron, Layer, MLP, sgd_step),
-``viz.py`` (draw_graph). A leaf package: it imports nothing else from this repository.
+``viz.py`` (draw_graph), ``data.py`` (two_moons). A leaf package: it imports nothing else from this
+repository.
 """
 
 from micrograd.engine import Value, topological_order
