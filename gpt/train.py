@@ -29,6 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gpt.data.loader import ShardedLoader
 from gpt.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -88,6 +89,12 @@ def load_data(cfg: TrainConfig, info: DistInfo):
     return data if data is not None else load_prepared(data_dir)
 
 
+def make_loader(shards: list[Path], cfg: TrainConfig, info: DistInfo):
+    """This rank's ``ShardedLoader`` over ``shards``: micro-batches of ``block_size`` tokens."""
+    rank, world_size = info.rank, info.world_size
+    return ShardedLoader(shards, cfg.micro_batch, cfg.block_size, rank, world_size, cfg.data_order, cfg.seed)
+
+
 # -- model ----------------------------------------------------------------------------------------------
 
 
@@ -122,12 +129,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, checkpoint: dict | None) -> G
 def evaluate(model, data, cfg: TrainConfig, info: DistInfo, precision: Precision) -> float:
     """Mean loss over ``eval_steps`` micro-batches per rank of the val shards (the same ones every time:
     with ``data_order="shuffled"`` windows spread over all of val, else its first stretch)."""
-    from gpt.data.loader import ShardedLoader
-
-    loader = ShardedLoader(
-        data.val_shards, cfg.micro_batch, cfg.block_size, info.rank, info.world_size,
-        order=cfg.data_order, seed=cfg.seed,
-    )  # fmt: skip
+    loader = make_loader(data.val_shards, cfg, info)
     model.eval()
     total = torch.zeros((), device=info.device)
     for _ in range(cfg.eval_steps):
@@ -172,7 +174,6 @@ def main(cfg: TrainConfig) -> dict:
 def train(cfg: TrainConfig, info: DistInfo) -> dict:
     from tqdm import tqdm
 
-    from gpt.data.loader import ShardedLoader
     from gpt.data.tokenize import load_tokenizer
 
     accum = grad_accum_steps(cfg.global_batch_tokens, cfg.micro_batch, cfg.block_size, info.world_size)
@@ -197,10 +198,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), info.device.type
     )
     scaler = precision.make_scaler()
-    loader = ShardedLoader(
-        data.train_shards, cfg.micro_batch, cfg.block_size, info.rank, info.world_size,
-        order=cfg.data_order, seed=cfg.seed,
-    )  # fmt: skip
+    loader = make_loader(data.train_shards, cfg, info)
     step = 0
     if checkpoint is not None:
         raw.load_state_dict(checkpoint["model"])

@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +100,9 @@ def tokenize_to_shards(docs, tok, out_dir: Path, prefix: str, shard_tokens: int,
     batch = 256 * max(1, num_workers)
     with tqdm(total=len(docs), unit="docs", desc=desc) as bar:
         for start in range(0, len(docs), batch):
-            write_documents(docs[start : start + batch], tok, writer, num_workers)
-            bar.update(len(docs[start : start + batch]))
+            chunk = docs[start : start + batch]
+            write_documents(chunk, tok, writer, num_workers)
+            bar.update(len(chunk))
     return writer.close(), writer.num_tokens
 
 
@@ -297,7 +299,7 @@ def stream_to_shards(source: str, docs, settings: dict, staging: Path, shard_tok
     val_fraction, seed = settings["val_fraction"], settings["seed"]
     writers = {split: ShardWriter(staging, split, shard_tokens) for split in ("train", "val")}
     num_in = {"train": 0, "val": 0}
-    removed = {"train": {}, "val": {}}  # split -> step name -> documents removed, summed over batches
+    removed = {"train": Counter(), "val": Counter()}  # step name -> documents removed, over all batches
     print(f"prepare: streaming {source} -> {staging.parent} ({tok.kind} tokenizer, {num_workers} workers)")
     index, batch_size = 0, 256 * max(1, num_workers)
     with tqdm(unit="docs", desc=source) as bar:
@@ -309,16 +311,14 @@ def stream_to_shards(source: str, docs, settings: dict, staging: Path, shard_tok
                 report = FilterReport(len(part))
                 write_documents(filter_documents(part, settings, report), tok, writers[split], num_workers)
                 num_in[split] += len(part)
-                for name, count, _ in report.rows:
-                    removed[split][name] = removed[split].get(name, 0) + count
+                removed[split].update({name: count for name, count, _ in report.rows})
             bar.update(len(batch))
-    totals = {split: FilterReport(num_in[split]) for split in ("train", "val")}
+    totals = {split: FilterReport(num_in[split]) for split in num_in}
     for split, report in totals.items():
         for name, count in removed[split].items():
             report.add(name, count)
     reports = [{"source": source, "split": split, **r.to_dict()} for split, r in totals.items()]
     print_reports(reports, settings)
-    kept = {split: report.num_out for split, report in totals.items()}
     for split, writer in writers.items():
         if not writer.num_tokens:
             raise ValueError(
@@ -327,7 +327,11 @@ def stream_to_shards(source: str, docs, settings: dict, staging: Path, shard_tok
             )
     return {
         "source_description": f"{source}: first {index} docs, streamed",
-        "documents": {"train": kept["train"], "val": kept["val"], "train_by_source": {source: kept["train"]}},
+        "documents": {
+            "train": totals["train"].num_out,
+            "val": totals["val"].num_out,
+            "train_by_source": {source: totals["train"].num_out},
+        },
         "tokenizer_spec": tok.to_dict(),
         "vocab_size": tok.vocab_size,
         "eot_id": tok.eot_id,
