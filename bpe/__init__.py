@@ -3,7 +3,7 @@
 A leaf package: it imports nothing else from this repository.
 """
 
-from bpe.base import Tokenizer
+from bpe.base import Tokenizer, read_kind
 from bpe.basic import BasicTokenizer
 from bpe.convert import from_tiktoken, recover_merges
 from bpe.patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN
@@ -23,6 +23,7 @@ __all__ = [
     "count_pretokens",
     "from_tiktoken",
     "load_tiktoken",
+    "read_kind",
     "read_ranks",
     "recover_merges",
     "train_fast",

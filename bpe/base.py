@@ -237,25 +237,25 @@ class Tokenizer:
                 f.write(f"[{name}] {idx} (special)\n")
         return model_file
 
-    @classmethod
-    def load(cls, model_file) -> "Tokenizer":
-        """Read a ``.model`` file written by ``save``; returns a BasicTokenizer or RegexTokenizer."""
-        from bpe.basic import BasicTokenizer
-        from bpe.regex_tokenizer import RegexTokenizer
+    def set_pattern(self, pattern: str):
+        """The split regex; a BasicTokenizer has none (RegexTokenizer overrides this)."""
+        if pattern:
+            raise ValueError(f"a {self.kind} tokenizer has no split pattern, got {pattern!r}")
 
+    def load(self, model_file) -> "Tokenizer":
+        """Read a ``.model`` file written by ``save`` into this tokenizer (as minbpe does) and return it.
+
+        The file must hold this kind of tokenizer: ``RegexTokenizer().load(path)`` for a regex one,
+        ``BasicTokenizer().load(path)`` for a basic one (:func:`read_kind` tells which).
+        """
         path = Path(model_file)
-        if path.suffix != ".model":
-            raise ValueError(f"{path}: expected the '.model' file written by save() (not the .vocab)")
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer model file {path} not found; write one with tok.save(prefix)")
-        lines = path.read_text(encoding="utf-8").split("\n")
-        if len(lines) < 5 or lines[0] != FORMAT_VERSION or lines[1] not in ("basic", "regex"):
-            raise ValueError(
-                f"{path} is not a '{FORMAT_VERSION}' tokenizer model file (header {lines[:2]!r})"
-            )
+        lines = _read_model_lines(path)
+        if lines[1] != self.kind:
+            cls = {"basic": "BasicTokenizer", "regex": "RegexTokenizer"}[lines[1]]
+            raise ValueError(f"{path} holds a {lines[1]} tokenizer; load it with bpe.{cls}().load(path)")
         try:
-            tok = BasicTokenizer() if lines[1] == "basic" else RegexTokenizer(lines[2])
-            tok.byte_ids = [int(x) for x in lines[3].split()]
+            self.set_pattern(lines[2])
+            byte_ids = [int(x) for x in lines[3].split()]
             n_special = int(lines[4])
             specials = {}
             for line in lines[5 : 5 + n_special]:
@@ -267,11 +267,28 @@ class Tokenizer:
                 merges[(a, b)] = idx
         except ValueError as err:
             raise ValueError(f"{path} is corrupt ({err}); re-save the tokenizer") from None
-        if sorted(tok.byte_ids) != list(range(256)):
+        if sorted(byte_ids) != list(range(256)):
             raise ValueError(f"{path} is corrupt: its byte order is not a permutation of 0..255")
         if any(a >= idx or b >= idx for (a, b), idx in merges.items()):
             raise ValueError(f"{path} is corrupt: a merge refers to a token that is defined after it")
-        tok.merges = merges
-        tok._rebuild()
-        tok.register_special_tokens(specials)
-        return tok
+        self.byte_ids, self.merges, self.special_tokens = byte_ids, merges, {}
+        self._rebuild()
+        self.register_special_tokens(specials)
+        return self
+
+
+def _read_model_lines(path: Path) -> list[str]:
+    """The lines of a ``.model`` file, after checking its suffix, existence and header."""
+    if path.suffix != ".model":
+        raise ValueError(f"{path}: expected the '.model' file written by save() (not the .vocab)")
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer model file {path} not found; write one with tok.save(prefix)")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if len(lines) < 5 or lines[0] != FORMAT_VERSION or lines[1] not in ("basic", "regex"):
+        raise ValueError(f"{path} is not a '{FORMAT_VERSION}' tokenizer model file (header {lines[:2]!r})")
+    return lines
+
+
+def read_kind(model_file) -> str:
+    """``"basic"`` or ``"regex"``: which tokenizer class a ``.model`` file holds."""
+    return _read_model_lines(Path(model_file))[1]

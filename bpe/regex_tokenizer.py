@@ -48,6 +48,10 @@ class RegexTokenizer(Tokenizer):
 
     def __init__(self, pattern: str = "gpt2"):
         super().__init__()
+        self.set_pattern(pattern)
+
+    def set_pattern(self, pattern: str):
+        """Split text with ``pattern`` (a regex, or a name such as ``"gpt2"``/``"gpt4"``)."""
         self.pattern = resolve_pattern(pattern)
         try:
             self._compiled = regex.compile(self.pattern)

@@ -66,7 +66,7 @@ def test_train_cli(tmp_path, data_file):
     )
     assert run.returncode == 0, run.stderr
     assert "merging" in run.stderr  # the tqdm progress bar
-    tok = bpe.Tokenizer.load(tmp_path / "tok.model")
+    tok = bpe.RegexTokenizer().load(tmp_path / "tok.model")
     assert tok.vocab_size == 301 and tok.special_tokens == {"<|endoftext|>": 300}
     assert tok.pattern == bpe.GPT4_SPLIT_PATTERN
     bad = subprocess.run([*cmd[:-1], "gpt3", "--out", str(out)], capture_output=True, text=True)

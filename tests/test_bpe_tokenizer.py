@@ -51,7 +51,8 @@ def test_save_load_roundtrip(tmp_path, shakespeare, data_file, kind):
         tok.register_special_tokens({"<|endoftext|>": 300})
     path = tok.save(tmp_path / "sub" / "tok")
     assert path == tmp_path / "sub" / "tok.model"
-    loaded = bpe.Tokenizer.load(path)
+    assert bpe.read_kind(path) == tok.kind
+    loaded = {"basic": bpe.BasicTokenizer, "regex": bpe.RegexTokenizer}[bpe.read_kind(path)]().load(path)
     assert type(loaded) is type(tok)
     assert (loaded.merges, loaded.byte_ids, loaded.special_tokens) == (
         tok.merges,
@@ -82,26 +83,28 @@ def test_save_refuses_line_breaks(tmp_path):
         tok.save(tmp_path / "t")
     ok = bpe.RegexTokenizer(r"a+|\n")  # the escape sequence is fine
     ok.register_special_tokens({"<|end of text|>": 300})
-    assert bpe.Tokenizer.load(ok.save(tmp_path / "ok")).special_tokens == {"<|end of text|>": 300}
+    assert bpe.RegexTokenizer().load(ok.save(tmp_path / "ok")).special_tokens == {"<|end of text|>": 300}
 
 
 def test_load_errors(tmp_path, trained):
     with pytest.raises(FileNotFoundError, match=r"nope\.model not found"):
-        bpe.Tokenizer.load(tmp_path / "nope.model")
+        bpe.RegexTokenizer().load(tmp_path / "nope.model")
     path = trained.save(tmp_path / "t")
+    with pytest.raises(ValueError, match=r"holds a regex tokenizer; load it with bpe.RegexTokenizer"):
+        bpe.BasicTokenizer().load(path)
     with pytest.raises(ValueError, match=r"expected the '\.model' file"):
-        bpe.Tokenizer.load(tmp_path / "t.vocab")
+        bpe.RegexTokenizer().load(tmp_path / "t.vocab")
     bad = tmp_path / "bad.model"
     bad.write_text("not a tokenizer\n")
     with pytest.raises(ValueError, match="is not a 'llm-course-bpe v1' tokenizer model file"):
-        bpe.Tokenizer.load(bad)
+        bpe.RegexTokenizer().load(bad)
     lines = path.read_text(encoding="utf-8").split("\n")
     bad.write_text("\n".join([*lines[:-3], "12 x", *lines[-2:]]), encoding="utf-8")
     with pytest.raises(ValueError, match="is corrupt"):
-        bpe.Tokenizer.load(bad)
+        bpe.RegexTokenizer().load(bad)
     bad.write_text("\n".join([*lines, "100000 5"]), encoding="utf-8")
     with pytest.raises(ValueError, match="defined after it"):
-        bpe.Tokenizer.load(bad)
+        bpe.RegexTokenizer().load(bad)
 
 
 def test_special_tokens(trained):

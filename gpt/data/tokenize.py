@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpe import Tokenizer, load_tiktoken
+from bpe import BasicTokenizer, RegexTokenizer, load_tiktoken, read_kind
 from gpt.paths import data_root
 
 GPT2_EOT_ID = 50256  # "<|endoftext|>" in GPT-2's vocabulary
@@ -127,7 +127,8 @@ class BPEFileTokenizer:
 
     def __init__(self, path):
         self.path = Path(path).resolve()
-        self.tokenizer = Tokenizer.load(self.path)
+        kinds = {"basic": BasicTokenizer, "regex": RegexTokenizer}
+        self.tokenizer = kinds[read_kind(self.path)]().load(self.path)
         self.eot_id = self.tokenizer.special_tokens.get("<|endoftext|>")
 
     @property
