@@ -1,6 +1,6 @@
 # One place for the environment logic. Every target runs inside .venv, created on first use.
 #   make test       unit tests, reference cross-tests and notebook execution (the CI command)
-#   make lint       ruff
+#   make lint       the import ladder (lint-imports), then ruff
 #   make notebooks  execute every notebook at full size (smoke mode: LLM_COURSE_SMOKE=1)
 #   make demo       train a small GPT on CPU for a few minutes (loss plot, samples, checkpoint)
 # Reuse a system torch (Colab, a cluster module):  make test VENV_FLAGS=--system-site-packages
@@ -29,6 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 

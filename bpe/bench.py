@@ -40,7 +40,7 @@ class BenchConfig:
     quick: bool = False  # tiny sizes, for a smoke run
 
     def __post_init__(self):
-        # A deliberate copy of gpt.paths.data_root: bpe is a leaf package and imports nothing of ours.
+        # A deliberate copy of gpt.data.paths.data_root: bpe is a leaf package and imports nothing of ours.
         self.data = (
             self.data or os.environ.get("LLM_COURSE_DATA") or os.path.expanduser("~/.cache/llm-course")
         )

@@ -1,28 +1,24 @@
-"""gpt: the transformer package (Weeks 2-4).
+"""gpt: the decoder-only transformer, from attention up (Weeks 2-4).
 
-Attention from scratch, positional encodings, GPT / BERT-like / T5-like models that load Hugging Face
-weights exactly, the training loop (DDP, mixed precision, resume) and the data pipeline.
+Reading order of the decoder core (this folder's top level):
+``attention.py`` (scaled dot-product attention written out, masks, grouped-query attention and the KV
+cache protocol) -> ``positions.py`` (learned, sinusoidal, RoPE, ALiBi) -> ``norms.py`` ->
+``feedforward.py`` -> ``model.py`` (GPTConfig, Block, GPT: GPT-2 or Llama flavour) -> ``sampling.py``
+-> ``accounting.py`` (parameters and FLOPs) -> ``hf.py`` (Hugging Face weights in both directions,
+``state_dict.py`` its checked copy) -> ``sizes.py`` (named model sizes) -> ``bench.py``
+(``python -m gpt.bench``). ``flags.py`` turns a config dataclass into command-line flags.
 
-Public surface of the decoder model (Weeks 2-3):
+Subpackages, imported only when asked for:
 
-- ``GPTConfig``, ``GPT``: the model (GPT-2 or Llama flavour), ``forward(idx, targets=None, cache=None)
-  -> (logits, loss)``, ``generate``, ``num_params``, ``estimate_mfu``, ``configure_optimizers``,
-  ``from_hf`` / ``from_pretrained`` / ``to_hf``.
-- ``KVCache``, ``CacheStep``: the protocol a KV cache implements to plug into ``GPT.forward``.
-- ``scaled_dot_product_attention``, ``causal_mask``, ``padding_mask``, ``prefix_lm_mask``: attention
-  written out (``gpt.attention``); positions in ``gpt.positions``, norms in ``gpt.norms``, FFNs in
-  ``gpt.feedforward``, sampling filters in ``gpt.sampling``; Week 2.2 in ``gpt.ngram`` and
-  ``gpt.manual_backprop``; the benchmark is ``python -m gpt.bench``.
+- ``gpt.basics``: Week 2.2's n-gram model and a transformer's backward pass by hand;
+- ``gpt.encoders``: encoder-only BERT (with its masked-LM head) and the T5 encoder-decoder;
+- ``gpt.tasks``: Multi30k translation with T5, and decoder vs encoder vs encoder-decoder compared;
+- ``gpt.training``: configs and presets, checkpoints, DDP, mixed precision, schedule, run log;
+  ``gpt/train.py`` is the training script (``torchrun gpt/train.py``);
+- ``gpt.data``: the pretraining data pipeline (``python -m gpt.data``) and where datasets live.
 
-Encoders and encoder-decoders (Weeks 3.3, 4.3):
-
-- ``Bert``, ``BertConfig``, ``mean_pool``, ``sentence_embedding``: a BERT encoder that reproduces
-  all-MiniLM-L6-v2; ``BertMLM``, ``mask_tokens``: the masked-LM head and objective (``gpt.mlm``).
-- ``gpt.t5.T5``, ``gpt.t5.T5Config``, ``gpt.t5_decode.greedy_decode`` / ``beam_search``: a T5
-  encoder-decoder; Multi30k translation is ``python -m gpt.t5 train-multi30k`` (``gpt.translation``).
-  Not imported here, so that ``python -m gpt.t5`` runs the module fresh.
-
-Training (Week 4) lives in ``gpt.train`` / ``gpt/train.py`` and the data pipeline in ``gpt.data``.
+References: nanoGPT (Karpathy) ``model.py``; Hugging Face ``transformers`` GPT-2 and Llama, which the
+tests load the same weights into.
 """
 
 from gpt.attention import (
@@ -34,27 +30,23 @@ from gpt.attention import (
     prefix_lm_mask,
     scaled_dot_product_attention,
 )
-from gpt.bert import Bert, BertConfig, mean_pool, sentence_embedding
-from gpt.mlm import BertMLM, mask_tokens
+from gpt.hf import from_hf, from_pretrained, to_hf
 from gpt.model import GPT, Block, GPTConfig
 from gpt.sampling import sample_next
 
 __all__ = [
     "GPT",
-    "Bert",
-    "BertConfig",
-    "BertMLM",
     "Block",
     "CacheStep",
     "CausalSelfAttention",
     "GPTConfig",
     "KVCache",
     "causal_mask",
-    "mask_tokens",
-    "mean_pool",
+    "from_hf",
+    "from_pretrained",
     "padding_mask",
     "prefix_lm_mask",
     "sample_next",
     "scaled_dot_product_attention",
-    "sentence_embedding",
+    "to_hf",
 ]

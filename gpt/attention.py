@@ -25,6 +25,9 @@ from torch import Tensor, nn
 
 from gpt.positions import alibi_bias, alibi_slopes, apply_rope, rope_cos_sin
 
+# sdpa: torch's fused kernels (what models run); manual: scaled_dot_product_attention below, for teaching
+ATTN_IMPLS = ("sdpa", "manual")
+
 # ---------------------------------------------------------------------------------------------------
 # Masks. Boolean, True = "this query may attend to this key" (the convention of torch's SDPA).
 

@@ -1,13 +1,14 @@
 """Benchmark: forward + backward tokens/s of gpt.GPT vs Hugging Face GPT-2 and Llama, same weights.
 
 Teaches how to measure a training step honestly: both models run in one process, on the same batch,
-device and dtype, with the same weights (ours is converted from the HF model); warmup iterations are
-dropped (allocator, autotuning, compilation), the two models alternate iteration by iteration (so a
-noisy shared machine slows both alike) and the median time is reported. MFU uses
+device and dtype, with the same weights (HF's is converted from ours with ``gpt.to_hf``); warmup
+iterations are dropped (allocator, autotuning, compilation), the two models alternate iteration by
+iteration (so a noisy shared machine slows both alike) and the median time is reported. MFU uses
 ``GPT.estimate_mfu`` (``gpt.accounting.training_flops_per_token``) against the device's peak: the
-datasheet dense peaks of ``gpt.precision.PEAK_FLOPS`` on a GPU (shared with ``gpt.train``; its fp32 row
-assumes TF32, which ``--tf32`` turns on), and on a CPU the measured throughput of one large matmul in the
-same dtype (so CPU MFU reads "fraction of what this CPU's GEMM reaches", not of a datasheet number).
+datasheet dense peaks of ``gpt.training.precision.PEAK_FLOPS`` on a GPU (shared with ``gpt.train``; its
+fp32 row assumes TF32, which ``--tf32`` turns on), and on a CPU the measured throughput of one large
+matmul in the same dtype (so CPU MFU reads "fraction of what this CPU's GEMM reaches", not of a datasheet
+number).
 
     python -m gpt.bench                                   # CPU, fp32, tiny config
     python -m gpt.bench --dtype bf16
@@ -17,90 +18,57 @@ Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/bench-<devi
 Reference for the methodology: nanoGPT ``bench.py``.
 """
 
-import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from gpt.flags import parse_dataclass
+from gpt.hf import to_hf
 from gpt.model import GPT
-from gpt.precision import peak_flops as device_peak_flops
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# (n_layer, n_embd, n_head, vocab_size): the Llama variant uses the same shape with a SwiGLU of
-# hidden 8/3 * n_embd (rounded up to 64) so both families do comparable work.
-SIZES = {
-    "tiny": (4, 256, 8, 8192),
-    "small": (6, 384, 6, 50257),
-    "124m": (12, 768, 12, 50257),
-}
+from gpt.sizes import FLAVOURS, SIZES, get_size
+from gpt.training.precision import DTYPES
+from gpt.training.precision import peak_flops as device_peak_flops
 
 
 @dataclass
 class BenchConfig:
-    device: str = "cpu"
-    dtype: str = "fp32"
-    size: str = "tiny"
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
+    dtype: str = field(default="fp32", metadata={"choices": tuple(DTYPES)})
+    size: str = field(default="tiny", metadata={"choices": tuple(SIZES), "help": "a gpt.sizes.SIZES name"})
     batch: int = 4
     seq: int = 128
     warmup: int = 3
     iters: int = 10
     compile: bool = False
     families: tuple[str, ...] = ("gpt2", "llama")
-    tf32: bool = (
-        True  # fp32 matmuls on CUDA use TF32 tensor cores (as gpt.train does; the peak table assumes it)
-    )
-    peak_flops: float | None = None  # override the table / CPU measurement
-    out: str | None = None
+    # fp32 matmuls on CUDA use TF32 tensor cores (as gpt.train does; the peak table assumes it)
+    tf32: bool = field(default=True, metadata={"help": "CUDA fp32 matmuls on TF32 tensor cores"})
+    peak_flops: float | None = field(default=None, metadata={"help": "device peak FLOP/s for MFU"})
+    out: str | None = field(default=None, metadata={"help": "output folder (default runs/bench-...)"})
     seed: int = 0
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; choose one of {tuple(DTYPES)}")
-        if self.size not in SIZES:
-            raise ValueError(f"size={self.size!r}; choose one of {tuple(SIZES)}")
-        bad = [f for f in self.families if f not in ("gpt2", "llama")]
-        if bad:
-            raise ValueError(f"unknown families {bad}; choose from gpt2, llama")
+        get_size(self.size)
+        bad = [f for f in self.families if f not in FLAVOURS]
+        if bad or not self.families:
+            raise ValueError(f"unknown families {bad}; choose from {FLAVOURS}")
         if self.iters < 1 or self.warmup < 0:
             raise ValueError(f"need iters >= 1 and warmup >= 0, got {self.iters}, {self.warmup}")
 
 
-def hf_model(family: str, size: str, seq: int):
-    """A randomly initialised HF model of the given family and size, dropout off (we time, not train)."""
-    import transformers
-
-    n_layer, n_embd, n_head, vocab = SIZES[size]
-    if family == "gpt2":
-        cfg = transformers.GPT2Config(
-            vocab_size=vocab,
-            n_positions=max(1024, seq),
-            n_embd=n_embd,
-            n_layer=n_layer,
-            n_head=n_head,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            use_cache=False,
-            attn_implementation="sdpa",
-        )
-        return transformers.GPT2LMHeadModel(cfg)
-    hidden = -(-8 * n_embd // 3 // 64) * 64
-    cfg = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=n_embd,
-        intermediate_size=hidden,
-        num_hidden_layers=n_layer,
-        num_attention_heads=n_head,
-        num_key_value_heads=n_head,
-        max_position_embeddings=max(1024, seq),
-        use_cache=False,
-        attn_implementation="sdpa",
-    )
-    return transformers.LlamaForCausalLM(cfg)
+def make_pair(family: str, size: str, seq: int):
+    """(ours, HF) with the same random weights: our GPT of the family and size, and its ``to_hf`` twin."""
+    config = get_size(size).gpt_config(family)
+    ours = GPT(replace(config, block_size=max(config.block_size, seq)))
+    hf = to_hf(ours)
+    hf.config.use_cache = False
+    return ours, hf
 
 
 def peak_flops(cfg: BenchConfig, device: torch.device) -> tuple[float, str]:
@@ -113,7 +81,7 @@ def peak_flops(cfg: BenchConfig, device: torch.device) -> tuple[float, str]:
         if peak is None:
             return float("nan"), f"unknown GPU {name!r}: pass --peak-flops"
         tf32 = " (TF32)" if cfg.dtype == "fp32" else ""
-        return peak, f"gpt.precision datasheet peak for {name} {cfg.dtype}{tf32}"
+        return peak, f"gpt.training.precision datasheet peak for {name} {cfg.dtype}{tf32}"
     n = 1024
     a = torch.randn(n, n, dtype=DTYPES[cfg.dtype], device=device)
     for _ in range(3):
@@ -157,8 +125,8 @@ def main(cfg: BenchConfig) -> list[dict]:
     peak, peak_src = peak_flops(cfg, device)
     rows = []
     for family in cfg.families:
-        hf = hf_model(family, cfg.size, cfg.seq).to(device=device, dtype=dtype).train()
-        ours = GPT.from_hf(hf).to(device=device, dtype=dtype).train()
+        ours, hf = make_pair(family, cfg.size, cfg.seq)
+        ours, hf = ours.to(device=device, dtype=dtype).train(), hf.to(device=device, dtype=dtype).train()
         vocab = ours.config.vocab_size
         x = torch.randint(0, vocab, (cfg.batch, cfg.seq + 1), device=device)
         inp, tgt = x[:, :-1].contiguous(), x[:, 1:].contiguous()
@@ -244,37 +212,7 @@ def _plot(rows, cfg, device_name, path):
 
 
 def parse_args(argv=None) -> BenchConfig:
-    d = BenchConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default=d.dtype, choices=tuple(DTYPES))
-    p.add_argument("--size", default=d.size, choices=tuple(SIZES))
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--seq", type=int, default=d.seq)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--iters", type=int, default=d.iters)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=d.tf32, help="CUDA fp32 matmuls")
-    p.add_argument("--families", default=",".join(d.families), help="comma-separated: gpt2,llama")
-    p.add_argument("--peak-flops", type=float, default=None, help="device peak FLOP/s for MFU")
-    p.add_argument("--out", default=None, help="output folder (default runs/bench-...)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    a = p.parse_args(argv)
-    return BenchConfig(
-        device=a.device,
-        dtype=a.dtype,
-        size=a.size,
-        batch=a.batch,
-        seq=a.seq,
-        warmup=a.warmup,
-        iters=a.iters,
-        compile=a.compile,
-        tf32=a.tf32,
-        families=tuple(f for f in a.families.split(",") if f),
-        peak_flops=a.peak_flops,
-        out=a.out,
-        seed=a.seed,
-    )
+    return parse_dataclass(BenchConfig, argv, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ ACTIVATIONS = {
     "geglu": lambda x: F.gelu(x, approximate="tanh"),
 }
 GATED = ("swiglu", "geglu")
+# Hugging Face config names of the plain activations (``activation_function`` in GPT-2, ``hidden_act`` in
+# BERT) -> ours; "gelu_new" is GPT-2's tanh approximation.
+HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
 
 class MLP(nn.Module):

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from gpt.model import GPT, GPTConfig
+from gpt.state_dict import load_checked
 
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 SUPPORTED = ("gpt2", "llama")
@@ -131,28 +132,6 @@ def _hf_to_ours(sd: dict[str, Tensor], cfg: GPTConfig, kind: str) -> dict[str, T
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     return out
-
-
-def load_checked(model: torch.nn.Module, sd: dict[str, Tensor]) -> None:
-    """Copy ``sd`` into ``model``'s parameters, insisting on the same key set and every shape equal.
-
-    Raises ValueError naming the missing/unexpected key or the key with its two shapes. A tied head is
-    covered by the embedding (it is the same Parameter).
-    """
-    params = dict(model.named_parameters())  # shared (tied) parameters appear once
-    missing = sorted(set(params) - set(sd))
-    unexpected = sorted(set(sd) - set(params))
-    if missing or unexpected:
-        raise ValueError(f"state dict mismatch: missing keys {missing}, unexpected keys {unexpected}")
-    for name, p in params.items():
-        if tuple(sd[name].shape) != tuple(p.shape):
-            raise ValueError(
-                f"shape mismatch for {name!r}: checkpoint has {tuple(sd[name].shape)}, "
-                f"model expects {tuple(p.shape)}"
-            )
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(sd[name])
 
 
 def from_hf(hf_model, **overrides) -> GPT:

@@ -5,8 +5,8 @@ token embedding (+ learned or sinusoidal positions), ``n_layer`` pre-norm blocks
 ``x = x + attn(norm(x)); x = x + mlp(norm(x))``, a final norm and a language-model head (tied to the
 token embedding or not). Unlike nanoGPT's ``model.py``, which it follows closely, the same code also
 builds Llama-style models (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases), loads Hugging Face
-GPT-2 and Llama weights exactly (``gpt/hf.py``) and accepts a KV cache through the protocol in
-``gpt/attention.py``.
+GPT-2 and Llama weights exactly (``gpt/hf.py``, which imports this file, never the other way round)
+and accepts a KV cache through the protocol in ``gpt/attention.py``.
 
 References: nanoGPT ``model.py`` (Karpathy); HF ``models/gpt2/modeling_gpt2.py`` and
 ``models/llama/modeling_llama.py`` (checked against in ``tests/test_gpt_hf.py``).
@@ -21,15 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpt.accounting import param_counts, training_flops_per_token
-from gpt.attention import CacheStep, CausalSelfAttention
-from gpt.feedforward import ACTIVATIONS, MLP
+from gpt.attention import ATTN_IMPLS, CacheStep, CausalSelfAttention
+from gpt.feedforward import ACTIVATIONS, GATED, MLP
 from gpt.norms import make_norm
 from gpt.positions import rope_cos_sin, sinusoidal_table
 from gpt.sampling import sample_next
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 NORMS = ("layernorm", "rmsnorm")
-ATTN_IMPLS = ("sdpa", "manual")
 IGNORE_INDEX = -100  # targets equal to this are left out of the loss (as in HF and F.cross_entropy)
 
 
@@ -109,7 +108,7 @@ class GPTConfig:
 
     @property
     def gated_ffn(self) -> bool:
-        return self.activation in ("swiglu", "geglu")
+        return self.activation in GATED
 
     @classmethod
     def llama(cls, **kwargs) -> "GPTConfig":
@@ -341,25 +340,3 @@ class GPT(nn.Module):
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         extra = {"fused": True} if fused else {}
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
-
-    # -- Hugging Face conversion (gpt/hf.py; transformers is imported only there, inside functions) ---
-
-    @classmethod
-    def from_hf(cls, hf_model, **overrides) -> "GPT":
-        """Copy a ``transformers`` GPT2LMHeadModel or LlamaForCausalLM into a new GPT (same logits)."""
-        from gpt.hf import from_hf
-
-        return from_hf(hf_model, **overrides)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, **overrides) -> "GPT":
-        """Load ``"gpt2"``, any GPT-2 / Llama hub id, or a local folder through transformers, then convert."""
-        from gpt.hf import from_pretrained
-
-        return from_pretrained(name_or_path, **overrides)
-
-    def to_hf(self):
-        """The equivalent ``transformers`` model (GPT-2 or Llama flavour), weights copied."""
-        from gpt.hf import to_hf
-
-        return to_hf(self)

@@ -2,11 +2,12 @@
 
 Teaches how the pieces of a real pre-training run fit together in one loop: prepared token shards
 (``gpt.data``) -> a sharded loader per process -> gradient accumulation over micro-batches (with
-``no_sync`` so DDP all-reduces only on the last one) -> mixed precision (``gpt.precision``) -> gradient
-clipping -> AdamW with decay/no-decay groups and warmup + cosine (``gpt.schedule``) -> periodic
-evaluation, samples, a JSONL log and a loss plot (``gpt.runlog``) -> atomic checkpoints that resume
-exactly (``gpt.checkpoint``). The same file runs single-process (``python gpt/train.py``) and under
-``torchrun`` (``gpt.distributed``); every :class:`gpt.train_config.TrainConfig` field is a flag.
+``no_sync`` so DDP all-reduces only on the last one) -> mixed precision (``gpt.training.precision``) ->
+gradient clipping -> AdamW with decay/no-decay groups and warmup + cosine (``gpt.training.schedule``)
+-> periodic evaluation, samples, a JSONL log and a loss plot (``gpt.training.runlog``) -> atomic
+checkpoints that resume exactly (``gpt.training.checkpoint``). The same file runs single-process
+(``python gpt/train.py``) and under ``torchrun`` (``gpt.training.distributed``); every
+:class:`gpt.training.config.TrainConfig` field is a flag.
 
     python gpt/train.py --preset=cpu-demo
     python gpt/train.py --preset=shakespeare-char --max-steps=500
@@ -28,9 +29,19 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gpt.data.loader import ShardedLoader
-from gpt.distributed import (
+from gpt.data.paths import cache_root
+from gpt.hf import from_pretrained
+from gpt.model import GPT, GPTConfig
+from gpt.training.checkpoint import (
+    export_safetensors,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from gpt.training.config import TrainConfig, grad_accum_steps, parse_args
+from gpt.training.distributed import (
     DistInfo,
     all_reduce_mean,
     barrier,
@@ -40,12 +51,9 @@ from gpt.distributed import (
     setup,
     teardown,
 )
-from gpt.model import GPT, GPTConfig
-from gpt.paths import cache_root
-from gpt.precision import Precision, peak_flops
-from gpt.runlog import RunLog
-from gpt.schedule import lr_at
-from gpt.train_config import TrainConfig, grad_accum_steps, parse_args
+from gpt.training.precision import Precision, peak_flops
+from gpt.training.runlog import RunLog
+from gpt.training.schedule import lr_at
 
 CHECKPOINT = "ckpt.pt"
 
@@ -55,7 +63,7 @@ CHECKPOINT = "ckpt.pt"
 
 def default_data_dir(cfg: TrainConfig) -> Path:
     """``<cache root>/prepared/<dataset>-<tokenizer>`` (file paths reduced to their names); the cache
-    root (``gpt.paths.cache_root``) is writable, unlike a shared data folder."""
+    root (``gpt.data.paths.cache_root``) is writable, unlike a shared data folder."""
 
     def slug(s):
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).name or s)
@@ -108,7 +116,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, checkpoint: dict | None) -> G
     if checkpoint is not None:
         return GPT(GPTConfig(**checkpoint["model_config"]))
     if cfg.init_from != "scratch":
-        model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout).float().train()
+        model = from_pretrained(cfg.init_from, dropout=cfg.dropout).float().train()
         if vocab_size > model.config.vocab_size or cfg.block_size > model.config.block_size:
             raise ValueError(
                 f"--init-from={cfg.init_from} has vocab_size={model.config.vocab_size} and block_size="

@@ -17,16 +17,18 @@ Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/kvcache-ben
 References: vLLM ``benchmarks/benchmark_throughput.py``; nano-vllm ``bench.py``.
 """
 
-import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from gpt import GPT, GPTConfig
+from gpt import GPT, to_hf
+from gpt.flags import parse_dataclass
+from gpt.sizes import SIZES, get_size
+from gpt.training.precision import DTYPES
 from kvcache.bench_report import plot, report
 from kvcache.contiguous import generate_static
 from kvcache.engine import LLMEngine
@@ -34,20 +36,12 @@ from kvcache.memory import kv_bytes_per_token, kv_cache_bytes
 from kvcache.paged_attention import paged_attention_torch, paged_attention_triton
 from kvcache.request import SamplingParams
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# (n_layer, n_embd, n_head, vocab_size, block_size); 124m is GPT-2 small's shape
-SIZES = {
-    "tiny": (4, 256, 4, 8192, 512),
-    "small": (6, 384, 6, 50257, 1024),
-    "124m": (12, 768, 12, 50257, 1024),
-}
-
 
 @dataclass
 class BenchConfig:
     device: str = "cpu"
-    dtype: str = "fp32"
-    size: str = "tiny"
+    dtype: str = field(default="fp32", metadata={"choices": tuple(DTYPES)})
+    size: str = field(default="tiny", metadata={"choices": tuple(SIZES), "help": "a gpt.sizes.SIZES name"})
     requests: int = 32
     batch: int = 8  # max sequences per batch, the same for every system
     prompt_len: tuple[int, int] = (16, 128)  # uniform range
@@ -57,27 +51,24 @@ class BenchConfig:
     system_prompt: int = 192  # shared prefix length of the prefix-caching workload
     sweep: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     waste_block_sizes: tuple[int, ...] = (4, 8, 32)  # extra engine runs measuring KV waste
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata={"help": "torch intra-op threads (CPU)"})
     seed: int = 0
     out: str | None = None
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; choose one of {tuple(DTYPES)}")
-        if self.size not in SIZES:
-            raise ValueError(f"size={self.size!r}; choose one of {tuple(SIZES)}")
+        get_size(self.size)
         if self.requests < 1 or self.batch < 1:
             raise ValueError(f"need requests >= 1 and batch >= 1, got {self.requests}, {self.batch}")
-        ctx = SIZES[self.size][4]
+        ctx = SIZES[self.size].block_size
         if self.prompt_len[1] + self.output_len[1] > ctx or self.system_prompt + 64 + 64 > ctx:
             raise ValueError(f"prompt + output lengths exceed the model context {ctx}; lower them")
 
 
 def build_model(cfg: BenchConfig) -> GPT:
-    n_layer, n_embd, n_head, vocab, ctx = SIZES[cfg.size]
     torch.manual_seed(cfg.seed)
-    gc = GPTConfig(vocab_size=vocab, block_size=ctx, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
-    return GPT(gc).to(device=cfg.device, dtype=DTYPES[cfg.dtype]).eval()
+    return GPT(get_size(cfg.size).gpt_config()).to(device=cfg.device, dtype=DTYPES[cfg.dtype]).eval()
 
 
 def mixed_workload(cfg: BenchConfig, vocab: int) -> list[tuple[list[int], int]]:
@@ -123,7 +114,7 @@ def run_naive(model: GPT, reqs, cfg) -> tuple[dict, list]:
 
 @torch.no_grad()
 def run_hf(model: GPT, reqs, cfg) -> tuple[dict, list]:
-    hf = model.to_hf().to(device=cfg.device, dtype=DTYPES[cfg.dtype]).eval()
+    hf = to_hf(model).to(device=cfg.device, dtype=DTYPES[cfg.dtype]).eval()
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
     t0, lat, outs, tokens = time.perf_counter(), [], [], 0
@@ -320,30 +311,7 @@ def main(cfg: BenchConfig) -> dict:
 
 
 def parse_args(argv=None) -> BenchConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=tuple(DTYPES))
-    p.add_argument("--size", default="tiny", choices=tuple(SIZES))
-    p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--prompt-len", type=int, nargs=2, default=(16, 128))
-    p.add_argument("--output-len", type=int, nargs=2, default=(8, 192))
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--naive-requests", type=int, default=4)
-    p.add_argument("--system-prompt", type=int, default=192)
-    p.add_argument("--sweep", type=int, nargs="+", default=(1, 2, 4, 8, 16, 32))
-    p.add_argument("--waste-block-sizes", type=int, nargs="*", default=(4, 8, 32))
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    return BenchConfig(
-        device=a.device, dtype=a.dtype, size=a.size, requests=a.requests, batch=a.batch,
-        prompt_len=tuple(a.prompt_len), output_len=tuple(a.output_len), block_size=a.block_size,
-        naive_requests=a.naive_requests, system_prompt=a.system_prompt, sweep=tuple(a.sweep),
-        waste_block_sizes=tuple(a.waste_block_sizes),
-        threads=a.threads, seed=a.seed, out=a.out,
-    )  # fmt: skip
+    return parse_dataclass(BenchConfig, argv, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

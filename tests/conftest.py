@@ -22,7 +22,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from gpt.paths import DATA_ENV_VAR, data_root
+from gpt.data.paths import DATA_ENV_VAR, data_root
 
 MISSING_DATA = "missing data:"
 

@@ -1,4 +1,4 @@
-"""gpt.compare_architectures: the three framings of a (source, target) pair are trained and decoded right.
+"""gpt.tasks.compare_architectures: the three framings of a (source, target) pair train and decode right.
 
 Each architecture must memorise four tiny pairs (loss near 0, greedy decoding returns the targets), which
 fails if a framing supervises the wrong positions (e.g. the source, or an off-by-one target), and the
@@ -10,13 +10,13 @@ import random
 import pytest
 import torch
 
-from gpt.compare_architectures import ARCHS, CompareConfig, batch_loss, build, decode, make_examples
+from gpt.tasks.compare_architectures import ARCHS, CompareConfig, batch_loss, build, decode, make_examples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToyVocab:
-    """The four specials of gpt.translation.Seq2SeqVocab and one id per character above them."""
+    """The four specials of gpt.tasks.translation.Seq2SeqVocab and one id per character above them."""
 
     pad_id, eos_id, mask_id, sep_id = 0, 1, 2, 3
     vocab_size = 4 + 26 + 1

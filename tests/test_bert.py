@@ -1,4 +1,4 @@
-"""gpt.bert and gpt.mlm against Hugging Face: real all-MiniLM-L6-v2 weights and random-init configs.
+"""gpt.encoders.bert and .mlm against Hugging Face: real all-MiniLM-L6-v2 weights and random-init configs.
 
 Tolerances (fp32, CPU): sentence embeddings max abs diff <= 1e-5 against sentence-transformers' own
 ``encode`` (our WordPiece ids + our Bert + our pooling); random-init BertModel hidden states and
@@ -12,8 +12,8 @@ from transformers import BertConfig as HFBertConfig
 from transformers import BertForMaskedLM, BertModel
 
 from bpe.wordpiece import WordPieceTokenizer
-from gpt.bert import Bert, BertConfig, mean_pool, sentence_embedding
-from gpt.mlm import BertMLM, mask_tokens
+from gpt.encoders.bert import Bert, BertConfig, mean_pool, sentence_embedding
+from gpt.encoders.mlm import BertMLM, mask_tokens
 
 SENTENCES = [
     "A man is playing a guitar on stage.",

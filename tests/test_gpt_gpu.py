@@ -8,7 +8,7 @@ exact match is not expected; a wrong conversion would be off by far more). torch
 import pytest
 import torch
 
-from gpt import GPT
+from gpt import from_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -40,7 +40,7 @@ def family(request):
 
 def test_fp32_logits_match_hf_on_cuda(family):
     hf = hf_model(family).cuda()
-    ours = GPT.from_hf(hf)
+    ours = from_hf(hf)
     assert ours.lm_head.weight.device.type == "cuda"
     x = torch.randint(0, VOCAB, (4, 200), device="cuda")
     with torch.no_grad():
@@ -54,7 +54,7 @@ def test_bf16_error_no_worse_than_hf(family):
     with torch.no_grad():
         ref = hf32(x).logits
         hf16 = hf_model(family).cuda().to(torch.bfloat16)
-        ours16 = GPT.from_hf(hf16)
+        ours16 = from_hf(hf16)
         err_hf = (hf16(x).logits.float() - ref).abs().max().item()
         err_ours = (ours16(x)[0].float() - ref).abs().max().item()
     assert err_ours <= 1.5 * err_hf + 1e-2, (err_ours, err_hf)
@@ -62,7 +62,7 @@ def test_bf16_error_no_worse_than_hf(family):
 
 def test_greedy_generation_on_cuda(family):
     hf = hf_model(family).cuda()
-    ours = GPT.from_hf(hf)
+    ours = from_hf(hf)
     prompt = torch.randint(0, VOCAB, (2, 8), device="cuda")
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
@@ -72,7 +72,7 @@ def test_greedy_generation_on_cuda(family):
 
 
 def test_compiled_training_step_equals_eager(family):
-    ours = GPT.from_hf(hf_model(family).cuda()).train()
+    ours = from_hf(hf_model(family).cuda()).train()
     x = torch.randint(0, VOCAB, (4, 129), device="cuda")
     inp, tgt = x[:, :-1], x[:, 1:]
     compiled = torch.compile(ours)

@@ -7,7 +7,7 @@ to_hf round trip gives identical logits (same weights, so <= 1e-4 again: HF and 
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig
+from gpt import GPT, GPTConfig, from_hf, from_pretrained, to_hf
 from gpt.accounting import param_counts
 
 transformers = pytest.importorskip("transformers")
@@ -62,7 +62,7 @@ def build(name):
 @pytest.fixture(params=list(CASES))
 def pair(request):
     hf = build(request.param)
-    return hf, GPT.from_hf(hf)
+    return hf, from_hf(hf)
 
 
 def test_logits_and_loss_match_hf(pair):
@@ -91,14 +91,14 @@ def test_greedy_generation_matches_hf(pair):
 
 def test_to_hf_round_trip(pair):
     hf, ours = pair
-    back = ours.to_hf()
+    back = to_hf(ours)
     assert type(back) is type(hf)
     x = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         a, b, c = hf(x).logits, back(x).logits, ours(x)[0]
     assert torch.equal(a, b)  # same class, same weights, same kernels: bit-identical
     assert (c - b).abs().max().item() <= 1e-4
-    again = GPT.from_hf(back)
+    again = from_hf(back)
     for (n1, p1), (n2, p2) in zip(ours.state_dict().items(), again.state_dict().items(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2), n1
 
@@ -106,7 +106,7 @@ def test_to_hf_round_trip(pair):
 def test_model_built_here_opens_in_transformers():
     torch.manual_seed(0)
     ours = GPT(GPTConfig.llama(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
-    hf = ours.to_hf()
+    hf = to_hf(ours)
     x = torch.randint(0, VOCAB, (2, 16))
     with torch.no_grad():
         assert (ours(x)[0] - hf(x).logits).abs().max().item() <= 1e-4
@@ -122,7 +122,7 @@ def test_num_params_matches_accounting_and_hf(pair):
 def test_from_pretrained_reads_a_local_folder(tmp_path):
     hf = build("gpt2")
     hf.save_pretrained(tmp_path)
-    ours = GPT.from_pretrained(str(tmp_path))
+    ours = from_pretrained(str(tmp_path))
     x = torch.randint(0, VOCAB, (1, 10))
     with torch.no_grad():
         assert (ours(x)[0] - hf(x).logits).abs().max().item() <= 1e-4
@@ -135,7 +135,7 @@ def test_unknown_architecture_is_named():
         )
     )
     with pytest.raises(ValueError, match="unknown HF architecture 'bert'"):
-        GPT.from_hf(bert)
+        from_hf(bert)
 
 
 def test_mismatched_state_dict_names_the_key():
@@ -144,16 +144,16 @@ def test_mismatched_state_dict_names_the_key():
     bad = hf.model.layers[1].self_attn.k_proj
     bad.weight = torch.nn.Parameter(torch.zeros(24, 48))
     with pytest.raises(ValueError, match=r"h\.1\.attn\.c_attn\.weight.*\(88, 48\).*\(80, 48\)"):
-        GPT.from_hf(hf)
+        from_hf(hf)
 
 
 def test_unsupported_options_are_named():
     with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
-        GPT.from_hf(transformers.GPT2LMHeadModel(gpt2_config(scale_attn_by_inverse_layer_idx=True)))
+        from_hf(transformers.GPT2LMHeadModel(gpt2_config(scale_attn_by_inverse_layer_idx=True)))
     with pytest.raises(ValueError, match="to_hf needs"):
-        GPT(GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8, pos="alibi")).to_hf()
+        to_hf(GPT(GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8, pos="alibi")))
 
 
 def test_base_model_without_head_is_refused():
     with pytest.raises(ValueError, match="no language-model head"):
-        GPT.from_hf(transformers.GPT2Model(gpt2_config()))
+        from_hf(transformers.GPT2Model(gpt2_config()))

@@ -5,7 +5,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gpt.manual_backprop import attention_head_backward, attention_head_forward, mlp_backward, mlp_forward
+from gpt.basics.manual_backprop import (
+    attention_head_backward,
+    attention_head_forward,
+    mlp_backward,
+    mlp_forward,
+)
 
 TOL = 1e-6
 

@@ -4,7 +4,7 @@ a hand-counted bigram example, and the real tinyshakespeare characters."""
 import pytest
 import torch
 
-from gpt.ngram import NGramConfig, context_ids, count_probs, count_table, nll, train_neural
+from gpt.basics.ngram import NGramConfig, context_ids, count_probs, count_table, nll, train_neural
 
 
 def test_hand_counted_bigram():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt.paths import cache_root, dataset_path
+from gpt.data.paths import cache_root, dataset_path
 
 
 def run_pytest(tmp_path, test_source, env_extra):

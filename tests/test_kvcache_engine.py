@@ -2,7 +2,7 @@
 cache and static batching, for any block size, batch mix, prefix caching on/off, chunked or whole prefill
 and forced preemption; sampling options, seeds, streaming, and errors that leave other requests intact.
 
-Reference: HF ``generate`` (greedy, fp32, CPU) on the same weights via ``GPT.from_hf``, tiny random GPT-2
+Reference: HF ``generate`` (greedy, fp32, CPU) on the same weights via ``gpt.from_hf``, tiny random GPT-2
 and Llama (GQA) configs. Tolerance: exact tokens. The models are seeded (torch.manual_seed(0)) with
 random biases and norm gains; with these seeds no step of these prompts is a near-tie (checked: every
 greedy step's top-2 logit gap is > 1e-4, far above the ~1e-6 the batch layout changes).
@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from gpt import GPT
+from gpt import from_hf
 from kvcache import ContiguousKVCache, LLMEngine, SamplingParams, generate_static
 
 VOCAB = 97
@@ -53,7 +53,7 @@ def prompts(seed=1, lens=(5, 17, 9, 33, 1, 12)):
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def case(request):
     hf = hf_model(request.param)
-    ours = GPT.from_hf(hf).eval()
+    ours = from_hf(hf).eval()
     ps = prompts()
     refs = []
     with torch.no_grad():

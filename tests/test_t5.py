@@ -1,4 +1,4 @@
-"""gpt.t5 against Hugging Face T5ForConditionalGeneration (random init; ReLU tied and gated-GELU FFN).
+"""gpt.encoders.t5 against HF T5ForConditionalGeneration (random init; ReLU tied and gated-GELU FFN).
 
 Tolerances (fp32, CPU): logits max abs diff <= 1e-4, loss within 1e-5; greedy decoding token-identical to
 ``generate(do_sample=False)``; beam search token-identical to ``generate(num_beams=k)`` over a grid of
@@ -13,8 +13,9 @@ import torch
 from transformers import T5Config as HFT5Config
 from transformers import T5ForConditionalGeneration
 
-from gpt.t5 import T5, T5Config, relative_position_bucket, shift_right
-from gpt.t5_decode import beam_search, greedy_decode
+from gpt.encoders.t5 import T5, T5Config, relative_position_bucket, shift_right
+from gpt.encoders.t5_decode import beam_search, greedy_decode
+from gpt.encoders.t5_hf import from_hf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,7 +64,7 @@ def set_eos_to_an_emitted_token(hf, src, mask):
 @pytest.mark.parametrize("ffn", ["relu", "gated-gelu"])
 def test_logits_and_loss_match_hf(ffn, attn_impl):
     hf = make_hf(0, ffn, vocab=60, redraw=False, num_decoder_layers=3)  # HF's own init
-    ours = T5.from_hf(hf, attn_impl=attn_impl)
+    ours = from_hf(hf, attn_impl=attn_impl)
     assert ours.config.activation == {"relu": "relu", "gated-gelu": "geglu"}[ffn]
     src, mask = source(60)
     labels = torch.randint(2, 60, (4, 7), generator=torch.Generator().manual_seed(2))
@@ -82,7 +83,7 @@ def test_greedy_and_beam_search_match_hf_generate(ffn, seed):
     hf = make_hf(seed, ffn)
     src, mask = source()
     eos = set_eos_to_an_emitted_token(hf, src, mask)
-    ours = T5.from_hf(hf)
+    ours = from_hf(hf)
     assert ours.config.eos_id == eos
     finished_early = (
         hf.generate(input_ids=src, attention_mask=mask, do_sample=False, max_new_tokens=12) == eos
@@ -110,7 +111,7 @@ def test_one_beam_is_greedy_and_more_beams_score_no_worse():
     hf = make_hf(3, "relu")
     src, mask = source()
     set_eos_to_an_emitted_token(hf, src, mask)
-    model = T5.from_hf(hf)
+    model = from_hf(hf)
     eos = model.config.eos_id
 
     def until_eos(row):  # greedy pads after EOS with pad_id, beam search (like HF) with EOS when pad is 0
@@ -157,18 +158,18 @@ def test_relative_position_buckets_hand_worked_and_equal_hf():
 def test_bad_inputs_are_clear_errors():
     hf = make_hf(0, "relu")
     with pytest.raises(ValueError, match="expects a T5ForConditionalGeneration"):
-        T5.from_hf(hf.encoder)
+        from_hf(hf.encoder)
     hf.config.num_layers = 3  # the config no longer matches the weights
     with pytest.raises(ValueError, match=r"no 'encoder\.block\.2\.layer\.0\.SelfAttention\.q\.weight'"):
-        T5.from_hf(hf)
+        from_hf(hf)
     hf.config.num_layers, hf.config.d_ff = 2, 64
     with pytest.raises(ValueError, match=r"shape mismatch for 'encoder\.0\.mlp\.c_fc\.weight'"):
-        T5.from_hf(hf)
+        from_hf(hf)
     hf.config.d_ff, hf.config.feed_forward_proj = 48, "gated-silu"
     with pytest.raises(ValueError, match="feed_forward_proj='gated-silu'"):
-        T5.from_hf(hf)
+        from_hf(hf)
     with pytest.raises(ValueError, match="can override only"):
-        T5.from_hf(make_hf(0, "relu"), n_embd=64)
+        from_hf(make_hf(0, "relu"), n_embd=64)
     with pytest.raises(ValueError, match="activation='swiglu'"):
         T5Config(activation="swiglu")
     with pytest.raises(ValueError, match="eos_id=99 is outside"):

@@ -1,16 +1,18 @@
-"""gpt.translation: the Multi30k En->De CLI end to end at a tiny size, and its pieces.
+"""gpt.tasks.translation: the Multi30k En->De CLI end to end at a tiny size, and its pieces.
 
 No quality is asserted (five steps of a 1-layer model translate nothing); the smoke test checks that the
 run trains, translates, and that its BLEU is sacreBLEU's score of the hypotheses it returns.
 """
 
 import json
+import subprocess
+import sys
 
 import pytest
 import sacrebleu
 import torch
 
-from gpt.translation import Seq2SeqVocab, TranslationConfig, cli, load_pairs, pad_batch
+from gpt.tasks.translation import Seq2SeqVocab, TranslationConfig, cli, load_pairs, pad_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_cli_runs_end_to_end(data_file, tmp_path):
     data_file("multi30k", "train.en.gz")
     out = tmp_path / "summary.json"
-    args = "train-multi30k --size tiny --max-steps 5 --train-sentences 300 --vocab-size 400"
+    args = "--size micro --max-steps 5 --train-sentences 300 --vocab-size 400"
     args += f" --eval-sentences 12 --batch-size 8 --out {out}"
     summary = cli(args.split())
     assert summary["steps"] == 5
@@ -29,6 +31,14 @@ def test_cli_runs_end_to_end(data_file, tmp_path):
     )
     assert 0.0 <= summary["bleu"] <= 100.0
     assert json.loads(out.read_text())["steps"] == 5
+
+
+def test_module_entry_point():
+    run = subprocess.run(
+        [sys.executable, "-m", "gpt.tasks.translation", "--help"], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "--budget-minutes" in run.stdout and "--size" in run.stdout
 
 
 def test_vocab_round_trip_and_padding(data_file):

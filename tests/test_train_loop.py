@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from gpt.train import main
-from gpt.train_config import TrainConfig
+from gpt.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

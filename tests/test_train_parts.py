@@ -14,12 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from gpt.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gpt.model import GPT, GPTConfig
-from gpt.precision import Precision, resolve_dtype
-from gpt.runlog import RunLog, ema, read_metrics
-from gpt.schedule import lr_at
-from gpt.train_config import PRESETS, TrainConfig, get_preset, grad_accum_steps, parse_args
+from gpt.training.checkpoint import (
+    export_safetensors,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from gpt.training.config import PRESETS, TrainConfig, get_preset, grad_accum_steps, parse_args
+from gpt.training.precision import Precision, resolve_dtype
+from gpt.training.runlog import RunLog, ema, read_metrics
+from gpt.training.schedule import lr_at
 
 # -- schedule -------------------------------------------------------------------------------------------
 
@@ -178,7 +184,7 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
     _, state = tiny_state()
     state["train_config"] = TrainConfig()  # a dataclass: weights_only=True must not rebuild it
     torch.save(state, tmp_path / "ckpt.pt")
-    with pytest.raises(ValueError, match=r"pickled gpt\.train_config\.TrainConfig that torch\.load"):
+    with pytest.raises(ValueError, match=r"pickled gpt\.training\.config\.TrainConfig that torch\.load"):
         load_checkpoint(tmp_path / "ckpt.pt")
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="missing"):

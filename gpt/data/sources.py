@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt.paths import data_root
+from gpt.data.paths import data_root
 
 KNOWN_DATASETS = ("pystdlib", "tinyshakespeare", "wikitext2", "fineweb-edu")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bpe import BasicTokenizer, RegexTokenizer, load_tiktoken, read_kind
-from gpt.paths import data_root
+from gpt.data.paths import data_root
 
 GPT2_EOT_ID = 50256  # "<|endoftext|>" in GPT-2's vocabulary
 

@@ -19,9 +19,7 @@ agree. References: HF ``models/bert/modeling_bert.py`` ``BertSelfAttention``, ``
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt.attention import scaled_dot_product_attention
-
-ATTN_IMPLS = ("sdpa", "manual")
+from gpt.attention import ATTN_IMPLS, scaled_dot_product_attention
 
 
 class MultiHeadAttention(nn.Module):

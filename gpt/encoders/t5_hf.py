@@ -1,4 +1,4 @@
-"""Hugging Face T5 -> gpt.t5.T5: config mapping and weight renaming, every key and shape checked.
+"""Hugging Face T5 -> gpt.encoders.t5.T5: config mapping and weight renaming, every key and shape checked.
 
 T5's checkpoint layout: ``shared`` (one embedding for both stacks), per block a list of sub-layers
 ``layer.0`` (self-attention), ``layer.1`` (cross-attention, decoder only) and the last one (FFN: ``wi`` or
@@ -10,8 +10,8 @@ Reference: HF ``models/t5/modeling_t5.py`` and ``configuration_t5.py``.
 
 from torch import Tensor
 
-from gpt.hf import load_checked
-from gpt.t5 import T5Config
+from gpt.encoders.t5 import T5, T5Config
+from gpt.state_dict import load_checked
 
 HF_FFN = {"relu": "relu", "gated-gelu": "geglu"}
 OVERRIDABLE = ("dropout", "attn_impl")
@@ -90,12 +90,12 @@ def hf_state_dict_to_ours(sd: dict[str, Tensor], config: T5Config) -> dict[str, 
     return out
 
 
-def from_hf(cls, hf_model, **overrides):
-    """A T5 (``cls``) with the weights of ``hf_model`` (a T5ForConditionalGeneration), in eval mode."""
+def from_hf(hf_model, **overrides) -> T5:
+    """A T5 with the weights of ``hf_model`` (a T5ForConditionalGeneration), in eval mode."""
     if type(hf_model).__name__ != "T5ForConditionalGeneration":
-        raise ValueError(f"T5.from_hf expects a T5ForConditionalGeneration, got {type(hf_model).__name__}")
+        raise ValueError(f"from_hf expects a T5ForConditionalGeneration, got {type(hf_model).__name__}")
     tied = hf_model.lm_head.weight.data_ptr() == hf_model.shared.weight.data_ptr()
     config = config_from_hf(hf_model.config, tied, **overrides)
-    model = cls(config)
+    model = T5(config)
     load_checked(model, hf_state_dict_to_ours(hf_model.state_dict(), config))
     return model.eval()

@@ -11,10 +11,10 @@ How each architecture reads a pair (targets end with EOS):
 
 - decoder-only (:class:`gpt.model.GPT`): ``source <sep> target``, causal, loss on the target positions
   only; decoding continues the text after ``<sep>`` one token at a time;
-- encoder-only (:class:`gpt.mlm.BertMLM`): ``source <sep> <mask> x M``, bidirectional, every target token
-  predicted at once from its ``<mask>`` slot (non-autoregressive: the slots cannot see each other's
-  answers), decoding reads the slots up to the first EOS;
-- encoder-decoder (:class:`gpt.t5.T5`): the encoder reads the source, the decoder writes the target.
+- encoder-only (:class:`gpt.encoders.mlm.BertMLM`): ``source <sep> <mask> x M``, bidirectional, every
+  target token predicted at once from its ``<mask>`` slot (non-autoregressive: the slots cannot see
+  each other's answers), decoding reads the slots up to the first EOS;
+- encoder-decoder (:class:`gpt.encoders.t5.T5`): the encoder reads the source, the decoder writes the target.
 
 Same width and depth (the encoder-decoder splits its layers between the two stacks), same batch, same
 optimizer and number of steps. Reported per (task, architecture): held-out loss per target token, exact
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt.bert import BertConfig
-from gpt.mlm import BertMLM
+from gpt.encoders.bert import BertConfig
+from gpt.encoders.mlm import BertMLM
+from gpt.encoders.t5 import T5, T5Config, shift_right
+from gpt.encoders.t5_decode import greedy_decode
 from gpt.model import GPT, IGNORE_INDEX, GPTConfig
-from gpt.t5 import T5, T5Config, shift_right
-from gpt.t5_decode import greedy_decode
-from gpt.translation import Seq2SeqVocab, load_pairs, pad_batch
+from gpt.tasks.translation import Seq2SeqVocab, load_pairs, pad_batch
 
 TASKS = ("lm", "fill", "translate")
 ARCHS = ("decoder-only", "encoder-only", "encoder-decoder")

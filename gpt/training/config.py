@@ -12,13 +12,12 @@ this replaces; build-nanogpt ``train_gpt2.py`` for ``total_batch_size`` in token
 """
 
 import argparse
-import types
-import typing
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from gpt.data.loader import ORDERS
+from gpt.flags import add_dataclass_flags, config_from_namespace
+from gpt.training.precision import DTYPES
 
-DTYPES = ("auto", "bf16", "fp16", "fp32")
 FLAVOURS = ("gpt2", "llama")
 
 
@@ -93,8 +92,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r}; choose one of {DTYPES}")
+        if self.dtype not in ("auto", *DTYPES):
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {('auto', *DTYPES)}")
         if self.data_order not in ORDERS:
             raise ValueError(f"data_order={self.data_order!r}; choose one of {ORDERS}")
         if self.flavour not in FLAVOURS:
@@ -204,39 +203,6 @@ def get_preset(name: str) -> TrainConfig:
     return replace(PRESETS[name])
 
 
-# -- dataclass -> argparse ------------------------------------------------------------------------------
-
-
-def _flag_type(tp):
-    """(argparse type, is_bool) for a field annotation: int, float, str, bool, or ``X | None``."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-
-        def optional(text, inner=inner):
-            return None if text.lower() == "none" else inner(text)
-
-        optional.__name__ = inner.__name__
-        return optional, False
-    return tp, tp is bool
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, defaults) -> None:
-    """One ``--field-name`` per dataclass field (booleans get ``--no-field-name`` too)."""
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        if not f.init:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind, is_bool = _flag_type(hints[f.name])
-        default = getattr(defaults, f.name)
-        if is_bool:
-            action = argparse.BooleanOptionalAction
-            parser.add_argument(flag, dest=f.name, action=action, default=default, help=f"default: {default}")
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default!r}")
-
-
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """``--preset NAME`` picks the defaults, every other flag overrides one field."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -249,6 +215,4 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         parents=[pre],
     )
     add_dataclass_flags(parser, TrainConfig, base)
-    ns = vars(parser.parse_args(argv))
-    ns.pop("preset")
-    return TrainConfig(**ns)
+    return config_from_namespace(TrainConfig, parser.parse_args(argv))

@@ -13,19 +13,21 @@ Only 15% of the tokens give a training signal per pass, against 100% for a causa
 decoder-only pre-training is more sample-efficient (compare both in ``notebooks/w4/4.3_pretraining``).
 
 The head (:class:`MLMHead`) is BERT's ``cls.predictions``: dense + GELU + LayerNorm, then a projection
-tied to the token embedding plus a bias. :class:`BertMLM` is ``gpt.bert.Bert`` + that head, and loads HF
-``BertForMaskedLM`` weights. References: HF ``models/bert/modeling_bert.py`` ``BertLMPredictionHead``;
-HF ``data/data_collator.py`` ``DataCollatorForLanguageModeling.torch_mask_tokens`` (same recipe).
+tied to the token embedding plus a bias. :class:`BertMLM` is ``gpt.encoders.bert.Bert`` + that head,
+and loads HF ``BertForMaskedLM`` weights. References: HF ``models/bert/modeling_bert.py``
+``BertLMPredictionHead``; HF ``data/data_collator.py`` ``DataCollatorForLanguageModeling.torch_mask_tokens``
+(same recipe).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt.bert import Bert, BertConfig, config_from_hf, hf_state_dict_to_ours
+from gpt.encoders.bert import Bert, BertConfig, config_from_hf, hf_state_dict_to_ours
 from gpt.feedforward import ACTIVATIONS
 from gpt.model import IGNORE_INDEX
 from gpt.norms import LayerNorm
+from gpt.state_dict import load_checked
 
 
 def mask_tokens(
@@ -104,8 +106,6 @@ class BertMLM(nn.Module):
     @classmethod
     def from_hf(cls, hf_model, **overrides) -> "BertMLM":
         """Copy a ``transformers`` ``BertForMaskedLM`` (same logits)."""
-        from gpt.hf import load_checked
-
         if type(hf_model).__name__ != "BertForMaskedLM":
             raise ValueError(f"BertMLM.from_hf expects a BertForMaskedLM, got {type(hf_model).__name__}")
         sd = hf_model.state_dict()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # names used by every flag
+AUTOCAST_DTYPES = {name: dtype for name, dtype in DTYPES.items() if name != "fp32"}
 
 # Dense peak FLOP/s per device for the MFU readout (vendor datasheets; bf16/fp16 tensor cores, TF32 for
 # fp32). Matched by substring of torch.cuda.get_device_name(); unknown devices show no MFU.
@@ -37,7 +38,7 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
 
     ``torch.cuda.is_bf16_supported()`` is True on a T4 through emulation, so capability decides.
     """
-    if requested not in ("auto", "bf16", "fp16", "fp32"):
+    if requested not in ("auto", *DTYPES):
         raise ValueError(f"dtype={requested!r}; choose one of auto, bf16, fp16, fp32")
     if requested != "auto":
         return requested

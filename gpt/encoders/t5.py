@@ -15,13 +15,14 @@ choices (Raffel et al. 2020, section 2.1) are all here:
 - one embedding table shared by encoder, decoder and (original T5) the output layer, whose input is
   then scaled by ``d_model ** -0.5``.
 
-Decoding (greedy, beam search) is in ``gpt/t5_decode.py``, training on Multi30k En->De in
-``gpt/translation.py`` (``python -m gpt.t5 train-multi30k``). ``T5.from_hf`` copies a ``transformers``
-``T5ForConditionalGeneration``; ``tests/test_t5.py`` checks logits and ``generate`` against it.
+Decoding (greedy, beam search) is in ``gpt/encoders/t5_decode.py``, training on Multi30k En->De in
+``gpt/tasks/translation.py`` (``python -m gpt.tasks.translation``). ``gpt.encoders.t5_hf.from_hf``
+copies a ``transformers`` ``T5ForConditionalGeneration``; ``tests/test_t5.py`` checks logits and
+``generate`` against it.
 
 References: HF ``models/t5/modeling_t5.py``; Mesh TensorFlow ``transformer_layers.py``
 (``_relative_position_bucket``). Norm: :class:`gpt.norms.RMSNorm`; FFN: :class:`gpt.feedforward.MLP`;
-attention: :class:`gpt.mha.MultiHeadAttention`.
+attention: :class:`gpt.encoders.mha.MultiHeadAttention`.
 """
 
 import math
@@ -30,9 +31,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from gpt.attention import causal_mask, padding_mask
+from gpt.attention import ATTN_IMPLS, causal_mask, padding_mask
+from gpt.encoders.mha import MultiHeadAttention
 from gpt.feedforward import MLP
-from gpt.mha import ATTN_IMPLS, MultiHeadAttention
 from gpt.model import IGNORE_INDEX, token_cross_entropy
 from gpt.norms import RMSNorm
 
@@ -246,16 +247,3 @@ class T5(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    @classmethod
-    def from_hf(cls, hf_model, **overrides) -> "T5":
-        """Copy a ``transformers`` ``T5ForConditionalGeneration`` (same logits and generations)."""
-        from gpt.t5_hf import from_hf
-
-        return from_hf(cls, hf_model, **overrides)
-
-
-if __name__ == "__main__":
-    from gpt.translation import cli
-
-    cli()

@@ -8,15 +8,15 @@ al. 2017, section 5.4) for a fixed **wall-clock budget**, and the 1,000 test_201
 translated greedily (or with beam search) and scored with sacreBLEU (Post 2018; default 13a tokenizer,
 detokenized output against the raw references).
 
-``python -m gpt.t5 train-multi30k --budget-minutes 12`` runs it; ``--size tiny --max-steps 5`` is the
-smoke test. The data are Multi30k task 1 (Elliott et al. 2016) under ``$LLM_COURSE_DATA/multi30k``.
+``python -m gpt.tasks.translation --budget-minutes 12`` runs it; ``--size micro --max-steps 5`` is the
+smoke test; sizes are ``gpt.sizes.SIZES``, one shape for the encoder and one for the decoder. The data
+are Multi30k task 1 (Elliott et al. 2016) under ``$LLM_COURSE_DATA/multi30k``.
 Reference point: published small-transformer systems reach about 35 BLEU on test_2016_flickr after hours
 on a GPU (e.g. the text-only systems in Elliott et al. 2017, "Findings of the Second Shared Task on
 Multimodal Machine Translation"). Measured here: ``--size mini --budget-minutes 12 --threads 1`` on a shared
 2-core CPU, 2,126 steps, 6.1 BLEU (greedy); notebook 3.3 says why the gap.
 """
 
-import argparse
 import gzip
 import json
 import math
@@ -28,18 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from bpe import RegexTokenizer
+from gpt.data.paths import dataset_path
+from gpt.encoders.t5 import T5, T5Config, shift_right
+from gpt.encoders.t5_decode import beam_search, greedy_decode
+from gpt.flags import parse_dataclass
 from gpt.model import IGNORE_INDEX
-from gpt.paths import dataset_path
-from gpt.t5 import T5, T5Config, shift_right
-from gpt.t5_decode import beam_search, greedy_decode
+from gpt.sizes import get_size
 
 SPECIALS = ("<pad>", "</s>", "<mask>", "<sep>")  # ids 0, 1, 2, 3; BPE ids follow
-SIZES = {  # (n_embd, n_head, head_dim, ffn_hidden, n_layer) for encoder and decoder each
-    "tiny": (32, 2, 16, 64, 1),
-    "mini": (128, 4, 32, 512, 2),
-    "small": (256, 4, 64, 1024, 3),
-    "base": (512, 8, 64, 2048, 6),
-}
 
 
 def load_pairs(split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
@@ -98,7 +94,7 @@ def pad_batch(rows: list[list[int]], pad: int, device="cpu") -> tuple[torch.Tens
 
 @dataclass
 class TranslationConfig:
-    size: str = "small"  # tiny | mini | small | base (SIZES)
+    size: str = "mini"  # a gpt.sizes.SIZES name, for the encoder and the decoder each
     budget_minutes: float = 12.0  # wall-clock training budget; training stops at whichever comes first
     max_steps: int = 1_000_000
     vocab_size: int = 8000  # joint BPE, specials included
@@ -117,8 +113,7 @@ class TranslationConfig:
     out: str | None = None  # write the summary as JSON here
 
     def __post_init__(self):
-        if self.size not in SIZES:
-            raise ValueError(f"size={self.size!r}; choose one of {tuple(SIZES)}")
+        get_size(self.size)
         if self.budget_minutes <= 0 or self.max_steps < 1:
             raise ValueError(
                 f"need budget_minutes > 0 and max_steps >= 1, got {self.budget_minutes}, {self.max_steps}"
@@ -126,14 +121,14 @@ class TranslationConfig:
 
 
 def build_model(cfg: TranslationConfig, vocab: Seq2SeqVocab) -> T5:
-    n_embd, n_head, head_dim, ffn, n_layer = SIZES[cfg.size]
+    size = get_size(cfg.size)
     config = T5Config(
         vocab_size=vocab.vocab_size,
-        n_embd=n_embd,
-        n_head=n_head,
-        head_dim=head_dim,
-        ffn_hidden=ffn,
-        n_layer=n_layer,
+        n_embd=size.n_embd,
+        n_head=size.n_head,
+        head_dim=size.head_dim,
+        ffn_hidden=4 * size.n_embd,
+        n_layer=size.n_layer,
         dropout=cfg.dropout,
         pad_id=vocab.pad_id,
         eos_id=vocab.eos_id,
@@ -246,16 +241,15 @@ def main(cfg: TranslationConfig) -> dict:
 
 
 def cli(argv=None) -> dict:
-    """``python -m gpt.t5 train-multi30k [flags]``: flags are the fields of :class:`TranslationConfig`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m gpt.t5", description="T5 from scratch on Multi30k En->De"
+    """``python -m gpt.tasks.translation [flags]``: flags are the fields of :class:`TranslationConfig`."""
+    cfg = parse_dataclass(
+        TranslationConfig,
+        argv,
+        prog="python -m gpt.tasks.translation",
+        description="T5 from scratch on Multi30k En->De: train for a budget, report sacreBLEU",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train-multi30k", help="train for a budget, report sacreBLEU on test_2016_flickr")
-    defaults = TranslationConfig()
-    for name, value in asdict(defaults).items():
-        kind = type(value) if value is not None else (str if name in ("out",) else int)
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
-    args = vars(parser.parse_args(argv))
-    args.pop("command")
-    return main(TranslationConfig(**args))
+    return main(cfg)
+
+
+if __name__ == "__main__":
+    cli()

@@ -12,10 +12,10 @@ the only mask is the padding mask. BERT's other differences from GPT-2 are all i
 Sentence embeddings (Reimers & Gurevych 2019, Sentence-BERT) average the last hidden states over the
 real tokens and L2-normalise: :func:`mean_pool`, :func:`sentence_embedding`. ``Bert.from_hf`` copies a
 ``transformers`` ``BertModel``; ``tests/test_bert.py`` reproduces sentence-transformers'
-all-MiniLM-L6-v2 embeddings to 1e-5. The masked-LM head and objective are in ``gpt/mlm.py``.
+all-MiniLM-L6-v2 embeddings to 1e-5. The masked-LM head and objective are in ``gpt/encoders/mlm.py``.
 
 References: HF ``models/bert/modeling_bert.py``; sentence-transformers ``models/Pooling.py`` and
-``models/Normalize.py``. The attention is :class:`gpt.mha.MultiHeadAttention`, the FFN
+``models/Normalize.py``. The attention is :class:`gpt.encoders.mha.MultiHeadAttention`, the FFN
 :class:`gpt.feedforward.MLP` and the norm :class:`gpt.norms.LayerNorm`.
 """
 
@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt.attention import padding_mask
-from gpt.feedforward import ACTIVATIONS, MLP
-from gpt.mha import ATTN_IMPLS, MultiHeadAttention
+from gpt.attention import ATTN_IMPLS, padding_mask
+from gpt.encoders.mha import MultiHeadAttention
+from gpt.feedforward import ACTIVATIONS, GATED, HF_ACTIVATIONS, MLP
 from gpt.norms import LayerNorm
-
-HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+from gpt.state_dict import load_checked
 
 
 @dataclass
@@ -62,7 +61,7 @@ class BertConfig:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if self.ffn_hidden is None:
             self.ffn_hidden = 4 * self.n_embd
-        if self.activation not in ACTIVATIONS or self.activation in ("swiglu", "geglu"):
+        if self.activation not in ACTIVATIONS or self.activation in GATED:
             raise ValueError(f"activation={self.activation!r}; choose relu, gelu or gelu_tanh")
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl={self.attn_impl!r}; choose one of {ATTN_IMPLS}")
@@ -155,12 +154,10 @@ class Bert(nn.Module):
     @classmethod
     def from_hf(cls, hf_model, **overrides) -> "Bert":
         """Copy a ``transformers`` ``BertModel`` (with or without pooler) into a new Bert (same outputs)."""
-        from gpt.hf import load_checked
-
         if type(hf_model).__name__ != "BertModel":
             raise ValueError(
                 f"Bert.from_hf expects a transformers BertModel, got {type(hf_model).__name__} "
-                "(a BertForMaskedLM goes to gpt.mlm.BertMLM.from_hf)"
+                "(a BertForMaskedLM goes to gpt.encoders.mlm.BertMLM.from_hf)"
             )
         sd = hf_model.state_dict()
         config = config_from_hf(hf_model.config, pooler="pooler.dense.weight" in sd, **overrides)
