@@ -301,7 +301,7 @@ _DEQUANTIZE = {
     GGMLType.Q6_K: _dequantize_q6_k,
     GGMLType.BF16: lambda b: (b.view(np.uint16).astype(np.uint32) << 16).view(np.float32),
     GGMLType.F16: lambda b: b.view(np.float16).astype(np.float32),
-    GGMLType.F32: lambda b: b.view(np.float32).copy(),
+    GGMLType.F32: lambda b: b.view(np.float32),
 }
 
 # Numbers per call: bounds the temporaries at a few MB without a visible per-call cost.
