@@ -15,10 +15,10 @@ the library's import path). References: nanoGPT ``model.py`` ``from_pretrained``
 import torch
 from torch import Tensor
 
+from gpt.feedforward import HF_ACTIVATIONS
 from gpt.model import GPT, GPTConfig
 from gpt.state_dict import load_checked
 
-GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 SUPPORTED = ("gpt2", "llama")
 OVERRIDABLE = ("dropout", "attn_impl")
 
@@ -33,7 +33,7 @@ def config_from_hf(hf_config, **overrides) -> GPTConfig:
     kind = getattr(hf_config, "model_type", type(hf_config).__name__)
     if kind == "gpt2":
         act = hf_config.activation_function
-        _require(act in GPT2_ACTIVATIONS, f"GPT-2 activation_function={act!r} is not supported")
+        _require(act in HF_ACTIVATIONS, f"GPT-2 activation_function={act!r} is not supported")
         _require(hf_config.scale_attn_weights, "GPT-2 with scale_attn_weights=False is not supported")
         _require(
             not hf_config.scale_attn_by_inverse_layer_idx,
@@ -49,7 +49,7 @@ def config_from_hf(hf_config, **overrides) -> GPTConfig:
             n_head=hf_config.n_head,
             n_embd=hf_config.n_embd,
             ffn_hidden=hf_config.n_inner,
-            activation=GPT2_ACTIVATIONS[act],
+            activation=HF_ACTIVATIONS[act],
             norm="layernorm",
             norm_eps=hf_config.layer_norm_epsilon,
             pos="learned",
@@ -99,39 +99,74 @@ def config_from_hf(hf_config, **overrides) -> GPTConfig:
     return GPTConfig(**{**kw, **overrides})
 
 
+# One key table per flavour, read in both directions: (our name, HF name, how). ``how`` is "copy";
+# "t" for GPT-2's Conv1D weights, stored (in, out); or "qkv" for Llama's q_proj/k_proj/v_proj, which are
+# the row blocks of our fused c_attn (the HF name then holds "{}" for q, k, v).
+GPT2_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+LLAMA_LAYER = {
+    "ln_1.weight": "input_layernorm.weight",
+    "ln_2.weight": "post_attention_layernorm.weight",
+    "attn.c_attn.weight": "self_attn.{}_proj.weight",
+    "attn.c_proj.weight": "self_attn.o_proj.weight",
+    "mlp.c_gate.weight": "mlp.gate_proj.weight",
+    "mlp.c_fc.weight": "mlp.up_proj.weight",
+    "mlp.c_proj.weight": "mlp.down_proj.weight",
+}
+
+
+def key_table(cfg: GPTConfig, kind: str) -> list[tuple[str, str, str]]:
+    """Every parameter as (our name, HF name, how); the head only when it is not tied."""
+    rows = []
+    if kind == "gpt2":
+        rows += [
+            ("wte.weight", "transformer.wte.weight", "copy"),
+            ("wpe.weight", "transformer.wpe.weight", "copy"),
+        ]
+        for i in range(cfg.n_layer):
+            for name in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"):
+                rows.append((f"h.{i}.{name}", f"transformer.h.{i}.{name}", "copy"))
+            for name in GPT2_CONV1D:
+                rows.append((f"h.{i}.{name}.weight", f"transformer.h.{i}.{name}.weight", "t"))
+                rows.append((f"h.{i}.{name}.bias", f"transformer.h.{i}.{name}.bias", "copy"))
+        rows += [
+            ("ln_f.weight", "transformer.ln_f.weight", "copy"),
+            ("ln_f.bias", "transformer.ln_f.bias", "copy"),
+        ]
+    else:
+        rows.append(("wte.weight", "model.embed_tokens.weight", "copy"))
+        for i in range(cfg.n_layer):
+            for ours, theirs in LLAMA_LAYER.items():
+                how = "qkv" if "{}" in theirs else "copy"
+                rows.append((f"h.{i}.{ours}", f"model.layers.{i}.{theirs}", how))
+        rows.append(("ln_f.weight", "model.norm.weight", "copy"))
+    if not cfg.tie_embeddings:
+        rows.append(("lm_head.weight", "lm_head.weight", "copy"))
+    return rows
+
+
 def _hf_to_ours(sd: dict[str, Tensor], cfg: GPTConfig, kind: str) -> dict[str, Tensor]:
     """Rename (and fuse / transpose) an HF state dict into our parameter names."""
     out = {}
-    if kind == "gpt2":
-        out["wte.weight"], out["wpe.weight"] = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
-        for i in range(cfg.n_layer):
-            p = f"transformer.h.{i}."
-            for ours, theirs in [("ln_1", "ln_1"), ("ln_2", "ln_2")]:
-                out[f"h.{i}.{ours}.weight"], out[f"h.{i}.{ours}.bias"] = (
-                    sd[p + theirs + ".weight"],
-                    sd[p + theirs + ".bias"],
-                )
-            for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-                out[f"h.{i}.{name}.weight"] = sd[p + name + ".weight"].t()  # Conv1D stores (in, out)
-                out[f"h.{i}.{name}.bias"] = sd[p + name + ".bias"]
-        out["ln_f.weight"], out["ln_f.bias"] = sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"]
-    else:
-        out["wte.weight"] = sd["model.embed_tokens.weight"]
-        for i in range(cfg.n_layer):
-            p = f"model.layers.{i}."
-            a, m = p + "self_attn.", p + "mlp."
-            out[f"h.{i}.ln_1.weight"] = sd[p + "input_layernorm.weight"]
-            out[f"h.{i}.ln_2.weight"] = sd[p + "post_attention_layernorm.weight"]
-            qkv = [sd[a + f"{x}_proj.weight"] for x in "qkv"]
-            out[f"h.{i}.attn.c_attn.weight"] = torch.cat(qkv, dim=0)  # rows: q, then k, then v
-            out[f"h.{i}.attn.c_proj.weight"] = sd[a + "o_proj.weight"]
-            out[f"h.{i}.mlp.c_gate.weight"] = sd[m + "gate_proj.weight"]
-            out[f"h.{i}.mlp.c_fc.weight"] = sd[m + "up_proj.weight"]
-            out[f"h.{i}.mlp.c_proj.weight"] = sd[m + "down_proj.weight"]
-        out["ln_f.weight"] = sd["model.norm.weight"]
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = sd["lm_head.weight"]
+    for ours, theirs, how in key_table(cfg, kind):
+        if how == "qkv":
+            out[ours] = torch.cat([sd[theirs.format(x)] for x in "qkv"], dim=0)  # rows: q, then k, then v
+        else:
+            out[ours] = sd[theirs].t() if how == "t" else sd[theirs]
     return out
+
+
+def _ours_to_hf(ours: dict[str, Tensor], cfg: GPTConfig, kind: str) -> dict[str, Tensor]:
+    """The inverse of :func:`_hf_to_ours`, plus ``lm_head.weight``, which HF lists even when tied."""
+    sd = {}
+    kv = cfg.n_kv_head * cfg.head_dim
+    for name, theirs, how in key_table(cfg, kind):
+        if how == "qkv":
+            for x, block in zip("qkv", ours[name].split([cfg.n_embd, kv, kv], dim=0), strict=True):
+                sd[theirs.format(x)] = block
+        else:
+            sd[theirs] = ours[name].t().contiguous() if how == "t" else ours[name]
+    sd["lm_head.weight"] = ours["lm_head.weight"]  # equals the embedding when tied
+    return sd
 
 
 def from_hf(hf_model, **overrides) -> GPT:
@@ -174,7 +209,7 @@ def from_pretrained(name_or_path: str, **overrides) -> GPT:
 def _flavour(cfg: GPTConfig) -> str:
     gpt2 = dict(pos="learned", norm="layernorm", bias=True, n_kv_head=cfg.n_head)
     llama = dict(pos="rope", norm="rmsnorm", activation="swiglu", bias=False)
-    if all(getattr(cfg, k) == v for k, v in gpt2.items()) and cfg.activation in GPT2_ACTIVATIONS.values():
+    if all(getattr(cfg, k) == v for k, v in gpt2.items()) and cfg.activation in HF_ACTIVATIONS.values():
         return "gpt2"
     if all(getattr(cfg, k) == v for k, v in llama.items()):
         return "llama"
@@ -192,9 +227,8 @@ def to_hf(model: GPT):
     cfg = model.config
     kind = _flavour(cfg)
     ours = {k: v.detach() for k, v in model.state_dict().items()}
-    sd = {}
     if kind == "gpt2":
-        act = {v: k for k, v in GPT2_ACTIVATIONS.items() if k != "gelu_pytorch_tanh"}[cfg.activation]
+        act = {v: k for k, v in HF_ACTIVATIONS.items() if k != "gelu_pytorch_tanh"}[cfg.activation]
         hf_config = transformers.GPT2Config(
             vocab_size=cfg.vocab_size,
             n_positions=cfg.block_size,
@@ -210,18 +244,6 @@ def to_hf(model: GPT):
             tie_word_embeddings=cfg.tie_embeddings,
         )
         hf_cls = transformers.GPT2LMHeadModel
-        sd["transformer.wte.weight"], sd["transformer.wpe.weight"] = ours["wte.weight"], ours["wpe.weight"]
-        for i in range(cfg.n_layer):
-            p = f"transformer.h.{i}."
-            for name in ("ln_1", "ln_2"):
-                sd[p + name + ".weight"], sd[p + name + ".bias"] = (
-                    ours[f"h.{i}.{name}.weight"],
-                    ours[f"h.{i}.{name}.bias"],
-                )
-            for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-                sd[p + name + ".weight"] = ours[f"h.{i}.{name}.weight"].t().contiguous()
-                sd[p + name + ".bias"] = ours[f"h.{i}.{name}.bias"]
-        sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"] = ours["ln_f.weight"], ours["ln_f.bias"]
     else:
         hf_config = transformers.LlamaConfig(
             vocab_size=cfg.vocab_size,
@@ -237,21 +259,7 @@ def to_hf(model: GPT):
             tie_word_embeddings=cfg.tie_embeddings,
         )
         hf_cls = transformers.LlamaForCausalLM
-        C, kv = cfg.n_embd, cfg.n_kv_head * cfg.head_dim
-        sd["model.embed_tokens.weight"] = ours["wte.weight"]
-        for i in range(cfg.n_layer):
-            p = f"model.layers.{i}."
-            sd[p + "input_layernorm.weight"] = ours[f"h.{i}.ln_1.weight"]
-            sd[p + "post_attention_layernorm.weight"] = ours[f"h.{i}.ln_2.weight"]
-            q, k, v = ours[f"h.{i}.attn.c_attn.weight"].split([C, kv, kv], dim=0)
-            sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"] = q, k
-            sd[p + "self_attn.v_proj.weight"] = v
-            sd[p + "self_attn.o_proj.weight"] = ours[f"h.{i}.attn.c_proj.weight"]
-            sd[p + "mlp.gate_proj.weight"] = ours[f"h.{i}.mlp.c_gate.weight"]
-            sd[p + "mlp.up_proj.weight"] = ours[f"h.{i}.mlp.c_fc.weight"]
-            sd[p + "mlp.down_proj.weight"] = ours[f"h.{i}.mlp.c_proj.weight"]
-        sd["model.norm.weight"] = ours["ln_f.weight"]
-    sd["lm_head.weight"] = ours["lm_head.weight"]  # equals the embedding when tied
+    sd = _ours_to_hf(ours, cfg, kind)
     hf_model = hf_cls(hf_config).to(ours["wte.weight"].device, ours["wte.weight"].dtype)
     hf_sd = hf_model.state_dict()
     missing = sorted(set(hf_sd) - set(sd))

@@ -66,6 +66,52 @@ def cycle_gc_paused():
         gc.enable()
 
 
+TINY_HF_CONFIGS = {
+    # GPT-2: learned positions, LayerNorm with biases, GELU-tanh, fused QKV (Conv1D), tied head
+    "gpt2": dict(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4),
+    # Llama: RoPE (base 500, so positions matter within 64 tokens), RMSNorm, SwiGLU, GQA 6 -> 2, untied head
+    "llama": dict(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_hf():
+    """``tiny_hf(family, **config)``: a small random Hugging Face causal LM (``"gpt2"`` or ``"llama"``).
+
+    Seeded, in eval mode, with ``TINY_HF_CONFIGS[family]`` updated by ``config``. Biases and norm gains are
+    drawn at random too, so a converter that drops or swaps one changes the logits. Greedy ``generate``
+    never stops early (no EOS), as random weights would emit token 0 at any time.
+    """
+    transformers = pytest.importorskip("transformers")
+    classes = {
+        "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel),
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    }
+
+    def build(family: str, seed: int = 0, **config):
+        config_cls, model_cls = classes[family]
+        torch.manual_seed(seed)
+        hf = model_cls(config_cls(**{**TINY_HF_CONFIGS[family], **config}))
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if p.dim() == 1:
+                    p.normal_(mean=1.0 if "norm" in name or "ln" in name else 0.0, std=0.1)
+        hf.generation_config.eos_token_id = None
+        hf.generation_config.pad_token_id = 0
+        return hf.eval()
+
+    return build
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The course data root (``$LLM_COURSE_DATA``, default ``~/.cache/llm-course``)."""

@@ -15,53 +15,22 @@ transformers = pytest.importorskip("transformers")
 VOCAB = 97
 
 
-def gpt2_config(**kw):
-    base = dict(
-        vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
-    )
-    return transformers.GPT2Config(**{**base, **kw})
-
-
-def llama_config(**kw):
-    base = dict(
-        vocab_size=VOCAB,
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=0,
-        eos_token_id=0,
-        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
-    )
-    return transformers.LlamaConfig(**{**base, **kw})
-
-
-CASES = {
-    "gpt2": lambda: transformers.GPT2LMHeadModel(gpt2_config()),
-    "gpt2-relu-n_inner-untied": lambda: transformers.GPT2LMHeadModel(
-        gpt2_config(activation_function="relu", n_inner=48, tie_word_embeddings=False)
+CASES = {  # name -> (family, HF config overrides of conftest's TINY_HF_CONFIGS)
+    "gpt2": ("gpt2", {}),
+    "gpt2-relu-n_inner-untied": (
+        "gpt2",
+        dict(activation_function="relu", n_inner=48, tie_word_embeddings=False),
     ),
-    "llama-gqa-untied": lambda: transformers.LlamaForCausalLM(llama_config()),
-    "llama-gqa-tied": lambda: transformers.LlamaForCausalLM(llama_config(tie_word_embeddings=True)),
-    "llama-mha": lambda: transformers.LlamaForCausalLM(llama_config(num_key_value_heads=6)),
+    "llama-gqa-untied": ("llama", {}),
+    "llama-gqa-tied": ("llama", dict(tie_word_embeddings=True)),
+    "llama-mha": ("llama", dict(num_key_value_heads=6)),
 }
 
 
-def build(name):
-    torch.manual_seed(0)
-    hf = CASES[name]().eval()
-    with torch.no_grad():  # random biases and norm gains, so a wrong copy of them would show
-        for n, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.normal_(mean=1.0 if "norm" in n or "ln" in n else 0.0, std=0.1)
-    return hf
-
-
 @pytest.fixture(params=list(CASES))
-def pair(request):
-    hf = build(request.param)
+def pair(request, tiny_hf):
+    family, overrides = CASES[request.param]
+    hf = tiny_hf(family, **overrides)
     return hf, from_hf(hf)
 
 
@@ -80,8 +49,6 @@ def test_logits_and_loss_match_hf(pair):
 def test_greedy_generation_matches_hf(pair):
     hf, ours = pair
     prompt = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(2))
-    hf.generation_config.eos_token_id = None  # random weights: do not stop early on token 0
-    hf.generation_config.pad_token_id = 0
     with torch.no_grad():
         ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, do_sample=False)
     out = ours.generate(prompt, max_new_tokens=32, temperature=0.0)
@@ -119,8 +86,8 @@ def test_num_params_matches_accounting_and_hf(pair):
     assert ours.num_params(non_embedding=True) == expected.non_embedding
 
 
-def test_from_pretrained_reads_a_local_folder(tmp_path):
-    hf = build("gpt2")
+def test_from_pretrained_reads_a_local_folder(tmp_path, tiny_hf):
+    hf = tiny_hf("gpt2")
     hf.save_pretrained(tmp_path)
     ours = from_pretrained(str(tmp_path))
     x = torch.randint(0, VOCAB, (1, 10))
@@ -138,8 +105,8 @@ def test_unknown_architecture_is_named():
         from_hf(bert)
 
 
-def test_mismatched_state_dict_names_the_key():
-    hf = build("llama-gqa-untied")
+def test_mismatched_state_dict_names_the_key(tiny_hf):
+    hf = tiny_hf("llama")
     # k_proj with 24 rows where the config says 16: fused q 48 + k 24 + v 16 = 88 rows, not 80
     bad = hf.model.layers[1].self_attn.k_proj
     bad.weight = torch.nn.Parameter(torch.zeros(24, 48))
@@ -147,13 +114,13 @@ def test_mismatched_state_dict_names_the_key():
         from_hf(hf)
 
 
-def test_unsupported_options_are_named():
+def test_unsupported_options_are_named(tiny_hf):
     with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
-        from_hf(transformers.GPT2LMHeadModel(gpt2_config(scale_attn_by_inverse_layer_idx=True)))
+        from_hf(tiny_hf("gpt2", scale_attn_by_inverse_layer_idx=True))
     with pytest.raises(ValueError, match="to_hf needs"):
         to_hf(GPT(GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8, pos="alibi")))
 
 
-def test_base_model_without_head_is_refused():
+def test_base_model_without_head_is_refused(tiny_hf):
     with pytest.raises(ValueError, match="no language-model head"):
-        from_hf(transformers.GPT2Model(gpt2_config()))
+        from_hf(tiny_hf("gpt2").transformer)
