@@ -192,6 +192,14 @@ def test_command_line_prepares_local_files(tmp_path):
     assert int(printed["num_train_tokens"]) == data.num_train_tokens
 
 
+def test_command_line_needs_out(capsys):
+    from gpt.data.__main__ import cli
+
+    with pytest.raises(SystemExit):
+        cli(["pystdlib"])
+    assert "--out is required" in capsys.readouterr().err
+
+
 def fake_hub(monkeypatch, num_docs, on_doc=None):
     """A stand-in for ``datasets``: fineweb-edu as a generator of ``num_docs`` short web pages."""
     import sys

@@ -16,14 +16,13 @@ Writes ``bench.json`` to ``--out`` (default ``runs/data-bench-<device>``). Metho
 ``gpt.bench``; reference for the loader: build-nanogpt ``DataLoaderLite``.
 """
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from gpt.data.dataset import TokenWindows
 from gpt.data.loader import ShardedLoader
 from gpt.data.prepare import load_prepared
 from gpt.data.shards import write_shard
+from gpt.flags import parse_dataclass
 
 
 @dataclass
@@ -47,7 +47,9 @@ class DataBenchConfig:
     workers: tuple[int, ...] = (0, 2)
     shuffle: bool = False
     tokens: int = 4_000_000  # size of the synthetic shard when no --shards folder is given
-    shards: str | None = None
+    shards: str | None = field(
+        default=None, metadata={"help": "a folder written by gpt.data.prepare (its train shards)"}
+    )
     out: str | None = None
     seed: int = 0
 
@@ -170,18 +172,4 @@ def main(cfg: DataBenchConfig) -> list[dict]:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--tokens", type=int, default=4_000_000)
-    p.add_argument("--shards", default=None, help="a folder written by gpt.data.prepare (its train shards)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
-    main(DataBenchConfig(**{**vars(a), "workers": tuple(a.workers)}))
+    main(parse_dataclass(DataBenchConfig, description=__doc__.split("\n")[0]))
