@@ -6,7 +6,9 @@ one step: find the adjacent pair with the lowest merge id (the earliest-learned 
 a tie) and replace it, until no adjacent pair is in the table (``merge_loop.py``: tiktoken's
 algorithm, so a tokenizer rebuilt from tiktoken ranks reproduces it id for id). Unlike minbpe's
 ``base.py`` (karpathy/minbpe), which this follows for the file format, it also supports a permuted
-byte order (``byte_ids``), as GPT-2's ranks put ``!`` at id 0, and a whole-token shortcut.
+byte order (``byte_ids``), as GPT-2's ranks put ``!`` at id 0, bytes without a token (SmolLM2's
+vocabulary has none for 21 bytes; they are dropped, as Hugging Face's BPE drops them) and a whole-token
+shortcut.
 
 Subclasses (``BasicTokenizer``, ``RegexTokenizer``) decide how text is split before BPE and how
 they are trained; save/load and decode live here.
@@ -49,7 +51,7 @@ class Tokenizer:
 
     def __init__(self):
         self.merges: dict[tuple[int, int], int] = {}  # (a, b) -> new id, in learning order
-        self.byte_ids: list[int] = list(range(256))  # byte value -> its token id (a permutation)
+        self.byte_ids: list[int | None] = list(range(256))  # byte value -> its token id, None if none
         self.special_tokens: dict[str, int] = {}
         self.pattern = ""
         self._rebuild()
@@ -61,8 +63,10 @@ class Tokenizer:
         ``tokens_encode_to_themselves=True`` skips the check behind the whole-token shortcut (below)
         when the caller guarantees it, as ``recover_merges`` does by construction.
         """
-        assert sorted(self.byte_ids) == list(range(256)), "byte_ids must be a permutation of 0..255"
-        vocab = {self.byte_ids[b]: bytes([b]) for b in range(256)}
+        present = [idx for idx in self.byte_ids if idx is not None]
+        assert len(self.byte_ids) == 256 and len(set(present)) == len(present), "one distinct id per byte"
+        self._byte_gaps = len(present) < 256
+        vocab = {idx: bytes([b]) for b, idx in enumerate(self.byte_ids) if idx is not None}
         for (a, b), idx in self.merges.items():
             assert idx not in vocab, f"merge id {idx} is used twice"
             vocab[idx] = vocab[a] + vocab[b]
@@ -108,6 +112,8 @@ class Tokenizer:
         """The BPE merge loop on one chunk, always run (no whole-token shortcut)."""
         byte_ids = self.byte_ids
         ids = [byte_ids[b] for b in chunk]
+        if self._byte_gaps:  # a byte without a token is skipped, as by Hugging Face's BPE with no unk token
+            ids = [i for i in ids if i is not None]
         return bpe_heap(ids, self.merges) if len(ids) > LONG_CHUNK else bpe_scan(ids, self.merges)
 
     def encode_ordinary(self, text: str) -> list[int]:
