@@ -63,6 +63,12 @@ class ByteLevelTokenizer(RegexTokenizer):
         """
         return super().encode(text, allowed_special=allowed_special)
 
+    def encode_batch(self, texts, *, num_workers=None, num_threads=None, allowed_special="all"):
+        """``Tokenizer.encode_batch`` with special tokens allowed by default, as in ``encode``."""
+        return super().encode_batch(
+            texts, num_workers=num_workers, num_threads=num_threads, allowed_special=allowed_special
+        )
+
     def apply_chat_template(self, messages, add_generation_prompt: bool = True, tokenize: bool = False):
         """Render a conversation with the model's chat template; ``tokenize=True`` returns its ids.
 

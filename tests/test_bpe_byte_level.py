@@ -88,6 +88,7 @@ def test_tiny_vocab_roundtrip(tiny, text):
 
 def test_special_tokens_follow_hugging_face_by_default(tiny):
     assert tiny.encode("ab<|end|>") == [7, 0]
+    assert tiny.encode_batch(["ab<|end|>", " ab"], num_workers=2) == [[7, 0], [8]]
     assert tiny.encode("ab<|end|>", allowed_special="none") == tiny.encode("ab<|") + tiny.encode("end|>")
     with pytest.raises(ValueError, match="not allowed"):
         tiny.encode("<|end|>", allowed_special="none_raise")
