@@ -131,6 +131,30 @@ def data_file(data_dir):
     return find
 
 
+@pytest.fixture(scope="session")
+def smollm2_file(data_file):
+    """The shipped SmolLM2-135M-Instruct GGUF (Q4_1), or a missing-data skip."""
+    return data_file("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_file):
+    """``(model, tokenizer)``: SmolLM2-135M-Instruct in our GPT (fp32, eval), loaded once per test run.
+
+    Shared by every test that needs the real model: do not modify it in place (copy.deepcopy it first)."""
+    from quant.load import load_gguf
+
+    return load_gguf(smollm2_file)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_file):
+    """The same file through transformers' own GGUF loader: the reference LlamaForCausalLM (fp32, eval)."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_file.parent, gguf_file=smollm2_file.name)
+    return hf.eval()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
