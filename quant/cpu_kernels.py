@@ -1,0 +1,187 @@
+"""CPU matmuls on quantized weights: fbgemm's int8 for INT8, a torch.compile'd fused GEMV for INT4.
+
+Teaches why a quantized model is only faster when the kernel reads the small integers directly. The
+reference (dequantize the whole matrix to float, then ``F.linear``) writes and reads a float copy of
+every weight on every call, so it is slower than the float model. The paths here avoid that copy:
+
+- ``fbgemm_linear`` (INT8): torch's ``quantized::linear_dynamic``. It also quantizes the activations, per
+  call, to unsigned integers with one scale and zero point for the whole (M, K) input ("dynamic" W8A8),
+  multiplies uint8 by int8 into int32 and rescales. That step is where it differs from the W8A16
+  reference: each activation moves by up to one activation step ``a = (max(x, 0) - min(x, 0)) / levels``,
+  so an output moves by at most ``a * sum_k |w_hat[n, k]|``. ``levels`` is 255 on CPUs with AVX512-VNNI
+  and 127 elsewhere, because fbgemm's AVX2 kernel adds pairs of uint8 * int8 products in int16, which
+  would saturate at 8 bits (torch.ao's ``reduce_range``).
+- ``int4_gemv`` (INT4, few rows): one sum over the packed bytes, written so that inductor fuses unpacking
+  the nibbles, subtracting the zero point, the dot product and the group scale into a single C++ loop
+  per output: every packed byte is read once and no float weight is ever stored.
+- ``int4_dequantize`` (INT4, many rows, e.g. a prompt): the same unpacking fused into one pass that
+  writes the float matrix, then ``F.linear``; the matmul's cost then dominates the copy.
+- ``int8_gemv``: the INT8 analogue of ``int4_gemv``, exact in float32, used where fbgemm is missing.
+
+Chosen by measurement on SmolLM2-135M-shaped layers (2 cores; numbers in the quant bench and its
+report), not by name: torch's own ``_weight_int8pack_mm`` and ``_weight_int4pack_mm_for_cpu`` were 5-20x
+slower than float32 there. torch.compile needs a C++ compiler; without one (or if compiling fails) each
+compiled path warns once and falls back to dequantize-then-``F.linear``, which gives the same numbers.
+
+Packed layout: see ``quant/weight_only.py`` (int4 groups: low nibbles = first half of the group).
+
+References: torch ``aten/src/ATen/native/quantized/cpu/qlinear_dynamic.cpp`` and fbgemm
+(``PackBMatrix``); the inductor C++ backend (``torch/_inductor/codegen/cpp.py``).
+"""
+
+import functools
+import os
+import shutil
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+INT4_GEMV_MAX_ROWS = 8  # up to this many rows the fused GEMV beats dequantize + F.linear (bench)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fbgemm: dynamic int8 x int8 (W8A8).
+
+
+def fbgemm_available() -> bool:
+    """torch was built with fbgemm and uses it (x86); other engines (qnnpack on ARM) are not tried."""
+    ops = getattr(torch.ops, "quantized", None)
+    return (
+        torch.backends.quantized.engine in ("x86", "fbgemm")
+        and ops is not None
+        and hasattr(ops, "linear_dynamic")
+        and hasattr(ops, "linear_prepack")
+    )
+
+
+def fbgemm_pack(qweight: Tensor, scales: Tensor):
+    """int8 (N, K) and per-row scales (N,) -> fbgemm's packed weight (an opaque object holding its
+    own int8 copy in fbgemm's blocked layout)."""
+    N = qweight.shape[0]
+    zero_points = torch.zeros(N, dtype=torch.long)
+    with warnings.catch_warnings():  # torch marks quantized tensors deprecated; fbgemm still takes them
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch._make_per_channel_quantized_tensor(qweight.cpu(), scales.double().cpu(), zero_points, 0)
+    return torch.ops.quantized.linear_prepack(q, None)
+
+
+def fbgemm_packed_bytes(qweight: Tensor) -> int:
+    """Bytes of :func:`fbgemm_pack`'s copy: the int8 matrix plus a column offset and a scale per row."""
+    N, K = qweight.shape
+    return N * K + N * (4 + 4)
+
+
+def fbgemm_activation_levels() -> int:
+    """255 where fbgemm accumulates in int32 (AVX512-VNNI), else 127 (``reduce_range``, no int16 overflow)."""
+    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
+    return 255 if vnni else 127
+
+
+def fbgemm_linear(x: Tensor, packed) -> Tensor:
+    """x (M, K) float -> (M, N) float32 via ``quantized::linear_dynamic`` (activations quantized per call)."""
+    reduce_range = fbgemm_activation_levels() == 127
+    return torch.ops.quantized.linear_dynamic(x.float().contiguous(), packed, reduce_range)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused GEMVs, compiled by inductor. Written for inductor: one reduction over the last two dims of a
+# broadcast product, so it emits one loop per output that reads the packed bytes once.
+
+
+def _int8_gemv(x: Tensor, qweight: Tensor, scales: Tensor) -> Tensor:
+    """x (M, K), qweight (N, K) int8, scales (N,) -> (M, N) float32."""
+    prod = x.float()[:, None, :] * qweight[None].float()  # (M, N, K), never stored once fused
+    return prod.sum(-1) * scales.float()
+
+
+def _int4_gemv(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Tensor | None) -> Tensor:
+    """x (M, K), qweight (N, K // 2) packed, scales and zeros (N, G) -> (M, N) float32."""
+    M, K = x.shape
+    N, G = scales.shape
+    half = K // G // 2
+    xg = x.float().view(M, 1, G, 2, half)  # (M, 1, G, 2, gs/2): each group's two halves
+    z = 8.0 if zeros is None else zeros.float().view(1, N, G, 1)
+    lo = (qweight & 15).view(1, N, G, half).float() - z  # (1, N, G, gs/2): first halves
+    hi = (qweight >> 4).view(1, N, G, half).float() - z  # second halves
+    dot = xg[:, :, :, 0] * lo + xg[:, :, :, 1] * hi  # (M, N, G, gs/2)
+    return (dot * scales.float().view(1, N, G, 1)).sum((-2, -1))
+
+
+def _int4_dequantize(qweight: Tensor, scales: Tensor, zeros: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """Packed (N, K // 2) -> w_hat (N, K) in ``dtype``."""
+    N, G = scales.shape
+    half = qweight.shape[1] // G
+    g = qweight.view(N, G, 1, half)
+    u = torch.cat([g & 15, g >> 4], dim=2).float()  # (N, G, 2, gs/2)
+    z = 8.0 if zeros is None else zeros.float().view(N, G, 1, 1)
+    return ((u - z) * scales.float().view(N, G, 1, 1)).view(N, 2 * G * half).to(dtype)
+
+
+def _dequantize_then_linear_int8(x, qweight, scales):
+    return F.linear(x.float(), qweight.float() * scales.float()[:, None])
+
+
+def _dequantize_then_linear_int4(x, qweight, scales, zeros):
+    return F.linear(x.float(), _int4_dequantize(qweight, scales, zeros, torch.float32))
+
+
+@functools.cache
+def _cxx_compiler() -> str | None:
+    """The C++ compiler inductor would use ($CXX, else g++/c++/clang++ on PATH), or None."""
+    names = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    return next((path for name in names if name and (path := shutil.which(name))), None)
+
+
+class _Compiled:
+    """``fn`` under torch.compile, with ``fallback`` (same contract, eager) used from the first failure on.
+
+    Only the row count M is marked dynamic: one compiled loop serves every decode batch size, while the
+    weight shape stays static so the inner loop has a constant trip count and is vectorized.
+    """
+
+    def __init__(self, fn, fallback):
+        self.fn, self.fallback = fn, fallback
+        self.compiled = None
+        self.failed = _cxx_compiler() is None
+        self.warned = False
+
+    def _warn(self, why: str):
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"quant.cpu_kernels: {self.fn.__name__} is not compiled ({why}); using dequantize-then-"
+                "F.linear, which gives the same result more slowly. Install g++ (or set CXX) for speed.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def __call__(self, x: Tensor, *args):
+        if self.failed:
+            self._warn("no C++ compiler found")
+            return self.fallback(x, *args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=False)
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        try:
+            return self.compiled(x, *args)
+        except Exception as err:  # a broken compiler or an unsupported platform: fall back for good
+            self.failed = True
+            first_line = str(err).splitlines()[0][:200] if str(err) else ""
+            self._warn(f"compiling failed: {type(err).__name__}: {first_line}")
+            return self.fallback(x, *args)
+
+
+int8_gemv = _Compiled(_int8_gemv, _dequantize_then_linear_int8)
+int4_gemv = _Compiled(_int4_gemv, _dequantize_then_linear_int4)
+_int4_dequantize_compiled = _Compiled(_int4_dequantize, _int4_dequantize)
+
+
+def int4_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Tensor | None) -> Tensor:
+    """x (M, K) -> (M, N) float32: the fused GEMV for a few rows, compiled dequantize + F.linear beyond."""
+    x = x.float()  # one compiled loop for every input dtype
+    if x.shape[0] <= INT4_GEMV_MAX_ROWS:
+        return int4_gemv(x, qweight, scales, zeros)
+    w_hat = _int4_dequantize_compiled(qweight, scales, zeros, torch.float32)
+    return F.linear(x, w_hat)
