@@ -20,6 +20,7 @@ import json
 import pytest
 
 from bpe import bytes_to_unicode
+from quant.gguf import read_gguf
 from quant.tokenizer import tokenizer_from_gguf
 
 GGUF = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -27,10 +28,7 @@ GGUF = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 @pytest.fixture(scope="module")
 def metadata(data_file):
-    import gguf  # the reference reader until quant has its own
-
-    reader = gguf.GGUFReader(data_file(*GGUF))
-    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    return read_gguf(data_file(*GGUF)).metadata  # quant.gguf is checked against gguf-py in its own tests
 
 
 @pytest.fixture(scope="module")
