@@ -10,7 +10,7 @@ GPT-2 split against the unmodified loader on the texts where the two splits diff
 Corpora: tinyshakespeare, wikitext2 valid + test, code_alpaca_2k (the raw JSON file and its decoded
 fields), the 16 UDHR files of udhr_sea, alpaca_libre v1 + v3 (decoded string fields), every file whole;
 gsm8k test whole and the first 2,000 of train's 7,473 records (to keep the module near 15 s on 2 cores):
-8.9M characters. Both tokenizers see them cut after a newline every ~20k characters (so the reference
+7.7M characters. Both tokenizers see them cut after a newline every ~20k characters (so the reference
 runs in parallel batches); wikitext2 valid is also compared as one string.
 """
 
