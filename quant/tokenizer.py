@@ -10,7 +10,8 @@ the pre-tokenizer split, and ``bos_token_id`` / ``eos_token_id`` / ``padding_tok
 result id for id against transformers' ``AutoTokenizer.from_pretrained(..., gguf_file=...)``.
 """
 
-from bpe import ByteLevelTokenizer, from_vocab_merges
+from bpe import ByteLevelTokenizer, bytes_to_unicode, from_vocab_merges
+from bpe.patterns import resolve_pattern
 
 # tokenizer.ggml.pre -> our split pattern name (bpe/patterns.py). llama.cpp knows many more.
 PRE_TOKENIZERS = {"smollm": "smollm", "gpt2": "gpt2"}
@@ -70,3 +71,42 @@ def tokenizer_from_gguf(metadata: dict) -> ByteLevelTokenizer:
         pad_id=token_id("padding_token_id"),
         chat_template=metadata.get("tokenizer.chat_template"),
     )
+
+
+def gguf_tokenizer_metadata(tokenizer: ByteLevelTokenizer) -> dict:
+    """The ``tokenizer.*`` metadata that rebuilds ``tokenizer`` (the inverse of ``tokenizer_from_gguf``).
+
+    Tokens are written in GPT-2's byte alphabet, merges in rank order (our merge ids grow with rank), and
+    every special token as a control token (type 3).
+    """
+    if not isinstance(tokenizer, ByteLevelTokenizer):
+        raise TypeError(f"expected a bpe.ByteLevelTokenizer, got {type(tokenizer).__name__}")
+    pre = [name for name, pattern in PRE_TOKENIZERS.items() if resolve_pattern(pattern) == tokenizer.pattern]
+    if not pre:
+        raise ValueError(
+            f"the tokenizer's split pattern has no GGUF pre-tokenizer name ({sorted(PRE_TOKENIZERS)})"
+        )
+    alphabet = bytes_to_unicode()
+    n = tokenizer.vocab_size
+    tokens, types = [""] * n, [NORMAL] * n
+    for idx, token in tokenizer.vocab.items():
+        tokens[idx] = "".join(alphabet[b] for b in token)
+    for name, idx in tokenizer.special_tokens.items():
+        tokens[idx], types[idx] = name, CONTROL
+    merges = [
+        f"{tokens[a]} {tokens[b]}" for (a, b), _ in sorted(tokenizer.merges.items(), key=lambda kv: kv[1])
+    ]
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": pre[0],
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.merges": merges,
+        "tokenizer.ggml.add_bos_token": False,
+    }
+    for key, idx in (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("padding", tokenizer.pad_id)):
+        if idx is not None:
+            meta[f"tokenizer.ggml.{key}_token_id"] = idx
+    if tokenizer.chat_template is not None:
+        meta["tokenizer.chat_template"] = tokenizer.chat_template
+    return meta
