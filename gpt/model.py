@@ -197,6 +197,10 @@ class GPT(nn.Module):
         rows of the flattened (B * T) positions to project to the vocabulary, and logits come back as
         (n, vocab): a server sampling one token per sequence skips the vocabulary matmul for every other
         position (HF's ``logits_to_keep``).
+
+        Only shapes and dtypes are checked here (metadata: no GPU->CPU sync). Token ids are not
+        range-checked and, with a cache, neither are positions: that happens once where the input enters
+        (``generate``, the engine's ``add_request``, the training loop's first batch).
         """
         if not isinstance(idx, Tensor) or idx.dtype not in (torch.long, torch.int32, torch.int64):
             got = idx.dtype if isinstance(idx, Tensor) else type(idx).__name__
@@ -208,18 +212,20 @@ class GPT(nn.Module):
         B, T = idx.shape
         step = None
         if cache is not None:
+            # the cache's positions live on the device: reading their max here would stall every decode
+            # step on a GPU->CPU sync, so whoever fills the cache keeps them below block_size (the
+            # contiguous cache's max_len, generate's entry, the engine's add_request)
             step = cache.begin(T)
             positions = step.positions  # (B, T), each sequence's own positions
             assert positions.shape == (B, T), f"cache positions {tuple(positions.shape)} != {(B, T)}"
         else:
+            if idx.size(1) > self.config.block_size:  # a Python int: no sync
+                raise ValueError(
+                    f"sequence of length {T} is longer than block_size={self.config.block_size} "
+                    "(the context the model was configured for); crop the input to the last block_size "
+                    "tokens or build the model with a larger block_size"
+                )
             positions = torch.arange(T, device=idx.device)[None]  # (1, T): the same for every sequence
-        last = int(positions.max()) + 1 if cache is not None else T
-        if last > self.config.block_size:
-            raise ValueError(
-                f"sequence of length {last} is longer than block_size={self.config.block_size} "
-                "(the context the model was configured for); crop the input to the last block_size "
-                "tokens or build the model with a larger block_size"
-            )
 
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
@@ -268,6 +274,17 @@ class GPT(nn.Module):
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if isinstance(idx, Tensor) and idx.numel() and not idx.is_floating_point():  # once per call
+            lo, hi, vocab = int(idx.min()), int(idx.max()), self.config.vocab_size
+            if lo < 0 or hi >= vocab:
+                raise ValueError(f"token ids in [{lo}, {hi}] are outside the vocabulary [0, {vocab})")
+        T, block_size = idx.size(-1), self.config.block_size
+        if cache is not None and max_new_tokens > 0 and T + max_new_tokens - 1 > block_size:
+            raise ValueError(
+                f"a {T}-token prompt and max_new_tokens={max_new_tokens} put {T + max_new_tokens - 1} tokens "
+                f"in the cache, more than block_size={block_size}; without a cache generate slides the "
+                "context window, with one it cannot: lower max_new_tokens or crop the prompt"
+            )
         if vocab_limit is not None and not 1 <= vocab_limit <= self.config.vocab_size:
             raise ValueError(f"vocab_limit={vocab_limit} must be in 1..vocab_size={self.config.vocab_size}")
         if seed is not None:

@@ -130,6 +130,22 @@ def build_model(cfg: TrainConfig, vocab_size: int, checkpoint: dict | None) -> G
     return GPT(GPTConfig.llama(**shape) if cfg.flavour == "llama" else GPTConfig(**shape))
 
 
+def check_first_batch(x: torch.Tensor, y: torch.Tensor, config: GPTConfig) -> None:
+    """Once, on the host copy of the first batch: every id has a row in the embedding and the sequence
+    fits the model. The forward checks only shapes (a range check there would be a GPU->CPU sync every
+    step), and an out-of-range id on a GPU is a device-side assert, not a message."""
+    if x.size(1) > config.block_size:
+        raise ValueError(
+            f"batches of {x.size(1)} tokens are longer than the model's block_size={config.block_size}"
+        )
+    lo, hi = min(int(x.min()), int(y.min())), max(int(x.max()), int(y.max()))
+    if lo < 0 or hi >= config.vocab_size:
+        raise ValueError(
+            f"the data holds token ids in [{lo}, {hi}] but the model has vocab_size={config.vocab_size}; "
+            "use the tokenizer the model was built for (or prepare the data again)"
+        )
+
+
 # -- evaluation and samples -----------------------------------------------------------------------------
 
 
@@ -255,7 +271,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     losses, val_loss = [], None
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (info.is_master and cfg.progress), unit="step")
     t0 = t_log = time.perf_counter()
-    steps_since_log = 0
+    steps_since_log, checked = 0, False
     while step < end_step:
         lr = lr_at(
             step, max_lr=cfg.learning_rate, min_lr=cfg.learning_rate * cfg.min_lr_ratio,
@@ -266,6 +282,9 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         loss_sum = torch.zeros((), device=info.device)
         for micro in range(accum):
             x, y = loader.next_batch()
+            if not checked:
+                check_first_batch(x, y, raw.config)
+                checked = True
             x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
             # DDP all-reduces gradients inside backward(); skip that on all but the last micro-step
             sync = nullcontext() if not info.ddp or micro == accum - 1 else model.no_sync()

@@ -114,7 +114,9 @@ class LLMEngine:
 
     def add_request(self, prompt, params: SamplingParams | None = None, request_id: str | None = None) -> str:
         """Queue one request (str or token ids); returns its id. Bad input raises here, and nothing
-        already queued is affected."""
+        already queued is affected. This is where ids are range-checked and the prompt must leave room
+        in the context; a request that reaches the context length finishes there (``"length"``), so the
+        model, which does not check cached positions, never sees one past its block_size."""
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be a kvcache.SamplingParams, got {type(params).__name__}")

@@ -124,6 +124,21 @@ def test_bad_inputs():
         GPT(dict(TINY))
 
 
+def test_generate_checks_its_input_once_at_the_entry():
+    """With a cache the forward does not read positions back (no GPU->CPU sync per step): generate's
+    entry refuses a prompt + max_new_tokens that would run past block_size, and out-of-vocabulary ids."""
+    m = model()
+    prompt = torch.zeros(1, 20, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"max_new_tokens=6 put 25 tokens .* block_size=24"):
+        m.generate(prompt, 6, temperature=0.0, cache=RaggedCache(m.config, B=1, max_len=30))
+    out = m.generate(prompt, 5, temperature=0.0, cache=RaggedCache(m.config, B=1, max_len=30))
+    assert torch.equal(out, m.generate(prompt, 5, temperature=0.0))  # 24 cached tokens still fit
+    with pytest.raises(ValueError, match=r"token ids in \[0, 41\] are outside the vocabulary \[0, 41\)"):
+        m.generate(torch.tensor([[0, 41]]), 1)
+    with pytest.raises(ValueError, match=r"token ids in \[-1, 3\]"):
+        m.generate(torch.tensor([[3, -1]]), 1)
+
+
 def test_generate_crops_to_block_size_and_stops_at_eos():
     m = model()
     out = m.generate(torch.zeros(1, 20, dtype=torch.long), max_new_tokens=10, temperature=0.0)

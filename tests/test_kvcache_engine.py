@@ -222,3 +222,16 @@ def test_a_request_outgrowing_the_pool_is_aborted_alone(case):
     assert outs[1].token_ids == refs[0] and outs[1].finish_reason == "length"
     eng.block_manager.check_invariants()
     assert eng.block_manager.num_used_blocks == 0
+
+
+def test_a_request_reaching_the_context_length_finishes_there(case):
+    """add_request is the only check: a prompt of 60 tokens with max_tokens=10 in a 64-token model stops at
+    64 tokens ("length"), so no position past block_size ever reaches the model (whose cached forward does
+    not read positions back). Learned positions would raise on position 64."""
+    model, _, _ = case
+    p = prompts(seed=5, lens=(60,))[0]
+    out = LLMEngine(model, block_size=4).generate(
+        [p], SamplingParams(temperature=0.0, max_tokens=10), use_tqdm=False
+    )
+    assert out[0].finish_reason == "length" and len(out[0].token_ids) == 4
+    assert out[0].token_ids == model.generate(torch.tensor([p]), 4, temperature=0.0)[0, 60:].tolist()

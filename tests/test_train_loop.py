@@ -167,6 +167,19 @@ def test_truncated_checkpoint_resume_is_one_clear_error(corpus, tmp_path):
         main(tiny(corpus, tmp_path, max_steps=6, resume=True))
 
 
+def test_first_batch_is_checked_against_the_model():
+    """The forward checks shapes only (no GPU->CPU sync per step); the loop checks ids once."""
+    from gpt.model import GPTConfig
+    from gpt.train import check_first_batch
+
+    config = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=4)
+    check_first_batch(torch.zeros(2, 8, dtype=torch.long), torch.full((2, 8), 9), config)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 10\] but the model has vocab_size=10"):
+        check_first_batch(torch.zeros(2, 8, dtype=torch.long), torch.full((2, 8), 10), config)
+    with pytest.raises(ValueError, match="batches of 9 tokens are longer than the model's block_size=8"):
+        check_first_batch(torch.zeros(2, 9, dtype=torch.long), torch.zeros(2, 9, dtype=torch.long), config)
+
+
 def test_user_errors(corpus, tmp_path):
     with pytest.raises(ValueError, match="unknown source 'no-such-corpus'"):
         main(tiny(corpus, tmp_path, dataset="no-such-corpus", data_dir=str(tmp_path / "d")))
