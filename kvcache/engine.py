@@ -120,7 +120,9 @@ class LLMEngine:
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be a kvcache.SamplingParams, got {type(params).__name__}")
-        ids = self._prompt_ids(prompt)
+        return self._add(self._prompt_ids(prompt), params, request_id)
+
+    def _add(self, ids: list[int], params: SamplingParams, request_id: str | None) -> str:
         seq_id = next(self._ids)
         gen = None
         if params.seed is not None:
@@ -228,14 +230,16 @@ class LLMEngine:
             params = [params] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"{len(params)} SamplingParams for {len(prompts)} prompts")
+        checked = []  # (token ids, params): every prompt tokenized and checked once, before any is queued
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
             try:
-                self._prompt_ids(p)
+                prompt_ids = self._prompt_ids(p)
                 if sp is not None and not isinstance(sp, SamplingParams):
                     raise TypeError(f"params must be a kvcache.SamplingParams, got {type(sp).__name__}")
+                checked.append((prompt_ids, SamplingParams() if sp is None else sp))
             except (TypeError, ValueError) as err:
                 raise type(err)(f"prompt {i}: {err}") from None
-        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        ids = [self._add(p, sp, None) for p, sp in checked]
         done: dict[str, Output] = {}
         bar = None
         if use_tqdm:

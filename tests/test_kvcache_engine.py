@@ -172,10 +172,19 @@ def test_string_prompts_with_a_tokenizer(case):
         def decode(self, ids):
             return "".join(chr(32 + i % 90) for i in ids)
 
-    eng = LLMEngine(model, tokenizer=Chars())
-    out = eng.generate(["hello", "world!"], GREEDY, use_tqdm=False)
+    class Counting(Chars):
+        calls = 0
+
+        def encode(self, s):
+            Counting.calls += 1
+            return super().encode(s)
+
+    eng = LLMEngine(model, tokenizer=Counting())
+    out = eng.generate(["hello", "world!", [5, 6, 7]], GREEDY, use_tqdm=False)
+    assert Counting.calls == 2  # each string prompt is tokenized once (checked, then queued as ids)
     want = model.generate(torch.tensor([Chars().encode("hello")]), NEW, temperature=0.0)[0, 5:].tolist()
     assert out[0].token_ids == want and out[0].text == Chars().decode(want)
+    assert out[1].prompt_token_ids == Chars().encode("world!")
     with pytest.raises(TypeError, match="string prompts need a tokenizer"):
         LLMEngine(model).generate(["hello"], GREEDY, use_tqdm=False)
 
