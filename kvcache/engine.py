@@ -189,13 +189,13 @@ class LLMEngine:
         now = time.perf_counter()
         for i, tok in zip(ready, next_ids, strict=True):
             seq = batch.seqs[i]
-            seq.output_token_ids.append(tok)
+            seq.append_token(tok)
             if seq.first_token_time is None:
                 seq.first_token_time = now
             p = seq.params
             if tok in p.stop_token_ids:
                 seq.finish_reason = "stop"
-            elif len(seq.output_token_ids) >= p.max_tokens or len(seq) >= self.max_model_len:
+            elif seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
                 seq.finish_reason = "length"
             if seq.finish_reason is not None:
                 seq.finish_time = now

@@ -55,14 +55,18 @@ class Status(enum.Enum):
 
 @dataclass
 class Sequence:
-    """The engine's state for one request (one sequence: this engine does not fork requests)."""
+    """The engine's state for one request (one sequence: this engine does not fork requests).
+
+    ``token_ids`` is one list, prompt then outputs, that grows by :meth:`append_token` (as nano-vllm's
+    ``Sequence``): the scheduler and block manager read it every step, so it is never rebuilt.
+    """
 
     seq_id: int
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
     generator: torch.Generator | None = None
-    output_token_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(init=False)  # prompt + outputs
     status: Status = Status.WAITING
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     prefill_end: int = 0  # tokens to prefill since admission (the prompt, plus outputs after preemption)
@@ -74,12 +78,24 @@ class Sequence:
     first_token_time: float | None = None
     finish_time: float | None = None
 
+    def __post_init__(self):
+        self.prompt_token_ids = list(self.prompt_token_ids)
+        self.token_ids = list(self.prompt_token_ids)
+
+    def append_token(self, token_id: int):
+        self.token_ids.append(token_id)
+
     @property
-    def token_ids(self) -> list[int]:
-        return self.prompt_token_ids + self.output_token_ids
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - len(self.prompt_token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        """The generated tokens (a new list)."""
+        return self.token_ids[len(self.prompt_token_ids) :]
 
     def __len__(self) -> int:
-        return len(self.prompt_token_ids) + len(self.output_token_ids)
+        return len(self.token_ids)
 
 
 @dataclass
@@ -101,14 +117,15 @@ class Output:
     @classmethod
     def of(cls, seq: Sequence, tokenizer=None) -> "Output":
         done = seq.status is Status.FINISHED
+        outputs = seq.output_token_ids
         return cls(
             request_id=seq.request_id,
             prompt_token_ids=list(seq.prompt_token_ids),
-            token_ids=list(seq.output_token_ids),
+            token_ids=outputs,
             finished=done,
             finish_reason=seq.finish_reason,
             error=seq.error,
-            text=tokenizer.decode(seq.output_token_ids) if tokenizer is not None else None,
+            text=tokenizer.decode(outputs) if tokenizer is not None else None,
             num_cached_tokens=seq.num_cached_tokens,
             num_preemptions=seq.num_preemptions,
             ttft_s=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,

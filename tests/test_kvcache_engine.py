@@ -13,7 +13,8 @@ import torch
 import transformers
 
 from gpt import from_hf
-from kvcache import ContiguousKVCache, LLMEngine, SamplingParams, generate_static
+from kvcache import ContiguousKVCache, LLMEngine, Output, SamplingParams, generate_static
+from kvcache.request import Sequence
 
 VOCAB = 97
 NEW = 10
@@ -244,3 +245,17 @@ def test_a_request_reaching_the_context_length_finishes_there(case):
     )
     assert out[0].finish_reason == "length" and len(out[0].token_ids) == 4
     assert out[0].token_ids == model.generate(torch.tensor([p]), 4, temperature=0.0)[0, 60:].tolist()
+
+
+def test_sequence_token_ids_is_one_growing_list():
+    seq = Sequence(0, "r", [4, 5, 6], GREEDY)
+    ids = seq.token_ids
+    for t in (7, 8):
+        seq.append_token(t)
+    assert seq.token_ids is ids and ids == [4, 5, 6, 7, 8]  # the same list, appended to, not rebuilt
+    assert seq.prompt_token_ids == [4, 5, 6] and seq.output_token_ids == [7, 8]
+    assert len(seq) == 5 and seq.num_output_tokens == 2
+    out = Output.of(seq)
+    assert out.token_ids == [7, 8] and out.prompt_token_ids == [4, 5, 6]
+    out.token_ids.append(99)  # an Output is a snapshot: it does not alias the sequence's state
+    assert seq.token_ids == [4, 5, 6, 7, 8]
