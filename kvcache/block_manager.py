@@ -55,6 +55,7 @@ class BlockManager:
         self.tables: dict[int, list[int]] = {}  # seq id -> block table
         self.num_slots: dict[int, int] = {}  # seq id -> token slots reserved (<= len(table) * block_size)
         self.hashes: dict[int, list[int]] = {}  # seq id -> hash chain of its leading full blocks
+        self.num_refs = 0  # entries over all block tables (a shared block counts once per table)
         self.hits = self.queries = self.evictions = 0  # prefix-cache statistics, in blocks
 
     # -- queries ------------------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class BlockManager:
         while len(table) < self.blocks_for(num_tokens):
             table.append(self._take_free())
         self.tables[seq_id], self.num_slots[seq_id], self.hashes[seq_id] = table, num_tokens, chain
+        self.num_refs += len(table)
         return len(hits) * self.block_size
 
     def can_append(self, seq_id: int, n: int = 1) -> bool:
@@ -166,6 +168,7 @@ class BlockManager:
             copies.append((src, table[-1]))
         while len(table) < self.blocks_for(have + n):
             table.append(self._take_free())
+            self.num_refs += 1
         self.num_slots[seq_id] = have + n
         return copies
 
@@ -176,6 +179,7 @@ class BlockManager:
         for block_id in self.tables[parent_id]:
             self.blocks[block_id].ref_count += 1
         self.tables[child_id] = list(self.tables[parent_id])
+        self.num_refs += len(self.tables[child_id])
         self.num_slots[child_id] = self.num_slots[parent_id]
         self.hashes[child_id] = list(self.hashes[parent_id])
 
@@ -196,7 +200,9 @@ class BlockManager:
     def free(self, seq_id: int):
         """Drop the sequence's references; blocks nobody uses join the free list (tail first, so a
         prefix outlives the blocks after it: they are evicted first)."""
-        for block_id in reversed(self.tables.pop(seq_id)):
+        table = self.tables.pop(seq_id)
+        self.num_refs -= len(table)
+        for block_id in reversed(table):
             block = self.blocks[block_id]
             assert block.ref_count > 0, f"double free of block {block_id}"
             block.ref_count -= 1
@@ -222,5 +228,6 @@ class BlockManager:
                 f"{block.block_id in self.free_queue}"
             )
         assert self.num_used_blocks + self.num_free_blocks == self.num_blocks
+        assert self.num_refs == sum(counts), f"num_refs {self.num_refs} != {sum(counts)} table entries"
         for h, block_id in self.cached.items():
             assert self.blocks[block_id].hash == h, f"cached hash {h} points at block {block_id}"

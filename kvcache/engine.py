@@ -170,15 +170,16 @@ class LLMEngine:
         key = "prefill_tokens" if batch.kind == "prefill" else "decode_tokens"
         self.stats[key] += sum(batch.chunks)
         self.stats["max_running"] = max(self.stats["max_running"], len(self.scheduler.running))
-        held = bm.num_used_blocks * bs
-        self.stats["slots_held"] += held
-        stored = sum(s.num_computed_tokens for s in self.scheduler.running) + sum(batch.chunks)
-        shared = sum(len(t) for t in bm.tables.values()) - bm.num_used_blocks  # extra refs: full blocks
+        # memory statistics from counters the scheduler and block manager keep: O(1), not a walk over
+        # every running sequence and block table
+        self.stats["slots_held"] += bm.num_used_blocks * bs
+        stored = self.scheduler.num_computed_running + sum(batch.chunks)
+        shared = bm.num_refs - bm.num_used_blocks  # references beyond the first: shared full blocks
         self.stats["slots_used"] += stored - shared * bs  # a shared prefix block holds its tokens once
 
         ready = []
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.chunks, strict=True)):
-            seq.num_computed_tokens += n
+            self.scheduler.advance(seq, n)
             bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
             if seq.num_computed_tokens == len(seq):  # context complete: sample its next token
                 ready.append(i)

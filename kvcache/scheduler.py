@@ -58,6 +58,12 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.num_computed_running = 0  # sum of num_computed_tokens over running: kept, never walked
+
+    def advance(self, seq: Sequence, n: int):
+        """``n`` more tokens of a running sequence now have their K/V in the cache."""
+        seq.num_computed_tokens += n
+        self.num_computed_running += n
 
     def add(self, seq: Sequence):
         self.waiting.append(seq)
@@ -75,6 +81,7 @@ class Scheduler:
         """Free the sequence's blocks and queue it to be recomputed (its output tokens are kept)."""
         self.bm.free(seq.seq_id)
         self.running.remove(seq)
+        self.num_computed_running -= seq.num_computed_tokens
         seq.status, seq.num_computed_tokens = Status.WAITING, 0
         seq.num_preemptions += 1
         self.num_preemptions += 1
@@ -108,6 +115,7 @@ class Scheduler:
             seq.status, seq.num_computed_tokens, seq.num_cached_tokens = Status.RUNNING, cached, cached
             seq.prefill_end = len(tokens)
             self.running.append(seq)
+            self.num_computed_running += cached
             n = min(left, budget) if self.chunked_prefill else left
             batch.seqs.append(seq)
             batch.chunks.append(n)
@@ -123,6 +131,7 @@ class Scheduler:
                 victim = self.running[-1]
                 if victim is seq and len(self.running) == 1:
                     self.running.remove(seq)
+                    self.num_computed_running -= seq.num_computed_tokens
                     self._abort(seq, self._too_big(len(seq) + 1), batch)
                     break
                 self.preempt(victim)
@@ -146,4 +155,5 @@ class Scheduler:
     def finish(self, seq: Sequence):
         self.bm.free(seq.seq_id)
         self.running.remove(seq)
+        self.num_computed_running -= seq.num_computed_tokens
         seq.status = Status.FINISHED

@@ -1,6 +1,7 @@
 """kvcache.LLMEngine: greedy tokens identical to HF ``generate``, uncached ``GPT.generate``, the contiguous
 cache and static batching, for any block size, batch mix, prefix caching on/off, chunked or whole prefill
-and forced preemption; sampling options, seeds, streaming, and errors that leave other requests intact.
+and forced preemption; sampling options, seeds, streaming, errors that leave other requests intact, each
+string prompt tokenized once, and memory statistics kept as counters that equal walking every block table.
 
 Reference: HF ``generate`` (greedy, fp32, CPU) on the same weights via ``gpt.from_hf``, tiny random GPT-2
 and Llama (GQA) configs. Tolerance: exact tokens. The models are seeded (torch.manual_seed(0)) with
@@ -259,3 +260,48 @@ def test_sequence_token_ids_is_one_growing_list():
     assert out.token_ids == [7, 8] and out.prompt_token_ids == [4, 5, 6]
     out.token_ids.append(99)  # an Output is a snapshot: it does not alias the sequence's state
     assert seq.token_ids == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(block_size=4, num_blocks=16, max_num_seqs=6, max_num_batched_tokens=12),  # preempts, shares
+        dict(block_size=3, max_num_seqs=3),
+        dict(block_size=4, num_blocks=16, max_num_seqs=6, enable_prefix_caching=False, chunked_prefill=False),
+    ],
+)
+def test_memory_stats_from_counters_equal_the_walk(case, kw):
+    """The engine's per-step memory statistics come from counters (O(1) per step); here every step also
+    walks the running sequences and all block tables, as the statistics were first computed, and the
+    totals agree exactly (the first case preempts and shares prefix blocks)."""
+    model, _, _ = case
+    g = torch.Generator().manual_seed(3)
+    system = torch.randint(0, VOCAB, (9,), generator=g).tolist()
+    ps = [
+        system + torch.randint(0, VOCAB, (int(n),), generator=g).tolist()
+        for n in torch.randint(1, 20, (10,), generator=g)
+    ]
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=int(n)) for n in torch.randint(1, 16, (10,), generator=g)
+    ]
+    eng = LLMEngine(model, **kw)
+    bm, walked = eng.block_manager, {"slots_used": 0, "slots_held": 0}
+    prepare = eng.cache.prepare
+
+    def prepare_and_walk(rows):  # called after scheduling, before the forward: where the stats are taken
+        new = sum(seg.end - seg.start for row in rows for seg in row)
+        stored = sum(s.num_computed_tokens for s in eng.scheduler.running) + new
+        shared = sum(len(t) for t in bm.tables.values()) - bm.num_used_blocks
+        walked["slots_held"] += bm.num_used_blocks * eng.block_size
+        walked["slots_used"] += stored - shared * eng.block_size
+        assert eng.scheduler.num_computed_running == stored - new
+        return prepare(rows)
+
+    eng.cache.prepare = prepare_and_walk
+    eng.generate(ps, params, use_tqdm=False)
+    bm.check_invariants()
+    assert walked["slots_held"] > 0
+    assert (eng.stats["slots_used"], eng.stats["slots_held"]) == (walked["slots_used"], walked["slots_held"])
+    assert eng.scheduler.num_computed_running == 0 and bm.num_refs == 0
+    if kw.get("num_blocks") and kw.get("enable_prefix_caching", True):
+        assert eng.scheduler.num_preemptions > 0 and bm.hits > 0
