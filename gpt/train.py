@@ -110,13 +110,39 @@ def model_config_dict(config: GPTConfig) -> dict:
     return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
 
 
+def load_init_from(name_or_path: str, dropout: float) -> GPT:
+    """The weights ``--init-from`` names: a ``ckpt.pt`` of this script (weights only: a fresh optimizer
+    and step 0), or a Hugging Face hub id or local folder. Anything unreadable is one ValueError that names
+    the path and what is wrong, as ``--resume`` gives."""
+    path = Path(name_or_path)
+    if path.is_file():
+        try:
+            checkpoint = load_checkpoint(path)
+        except ValueError as err:
+            raise ValueError(f"--init-from: {err}") from err
+        model = GPT(GPTConfig(**{**checkpoint["model_config"], "dropout": dropout}))
+        model.load_state_dict(checkpoint["model"])
+        return model
+    try:
+        return from_pretrained(name_or_path, dropout=dropout)
+    except Exception as err:  # transformers' errors differ by what is wrong: one message for all
+        if not path.is_dir() and not isinstance(err, (OSError, ValueError)):
+            raise
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ValueError(
+            f"--init-from={name_or_path} could not be loaded as a Hugging Face model "
+            f"({type(err).__name__}: {reason}); it takes a hub id such as gpt2, a folder written by "
+            "save_pretrained (config.json and weights), or a ckpt.pt of gpt/train.py"
+        ) from err
+
+
 def build_model(cfg: TrainConfig, vocab_size: int, checkpoint: dict | None) -> GPT:
-    """A fresh GPT (seeded), the HF weights of ``init_from``, or the shape of a checkpoint (weights later)."""
+    """A fresh GPT (seeded), the weights ``init_from`` names, or the shape of a checkpoint (weights later)."""
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     if checkpoint is not None:
         return GPT(GPTConfig(**checkpoint["model_config"]))
     if cfg.init_from != "scratch":
-        model = from_pretrained(cfg.init_from, dropout=cfg.dropout).float().train()
+        model = load_init_from(cfg.init_from, cfg.dropout).float().train()
         if vocab_size > model.config.vocab_size or cfg.block_size > model.config.block_size:
             raise ValueError(
                 f"--init-from={cfg.init_from} has vocab_size={model.config.vocab_size} and block_size="

@@ -167,6 +167,51 @@ def test_truncated_checkpoint_resume_is_one_clear_error(corpus, tmp_path):
         main(tiny(corpus, tmp_path, max_steps=6, resume=True))
 
 
+def test_init_from_a_corrupt_file_is_one_clear_error(corpus, tmp_path):
+    """--init-from=<damaged ckpt.pt> or <folder with a broken config.json>: a ValueError naming the path
+    (the script prints it as one line), not a transformers traceback."""
+    main(tiny(corpus, tmp_path / "run", max_steps=3, eval_interval=3))
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=rf"--init-from: checkpoint {ckpt} is corrupt or truncated"):
+        main(tiny(corpus, tmp_path / "b", init_from=str(ckpt)))
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", ')
+    with pytest.raises(ValueError, match=rf"--init-from={folder} could not be loaded .* not a valid JSON"):
+        main(tiny(corpus, tmp_path / "c", init_from=str(folder)))
+    text, shards = corpus
+    flags = [f"--out-dir={tmp_path / 'd'}", f"--dataset={text}", "--tokenizer=char", f"--data-dir={shards}"]
+    run = subprocess.run(
+        [sys.executable, "gpt/train.py", *flags, f"--init-from={ckpt}", "--device=cpu", "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"error: --init-from: checkpoint {ckpt} is corrupt or truncated" in run.stderr
+
+
+def test_init_from_our_own_checkpoint(corpus, tmp_path):
+    """--init-from=<ckpt.pt of this script>: its weights, a fresh optimizer and step count; the first
+    logged loss is the checkpointed model's loss on the first batch."""
+    from gpt.data.loader import ShardedLoader
+    from gpt.data.prepare import load_prepared
+    from gpt.model import GPT, GPTConfig
+
+    main(tiny(corpus, tmp_path / "first", max_steps=6))
+    state = torch.load(tmp_path / "first" / "ckpt.pt", weights_only=True)
+    cfg = tiny(corpus, tmp_path / "second", init_from=str(tmp_path / "first" / "ckpt.pt"), max_steps=3)
+    out = main(replace(cfg, global_batch_tokens=4 * 32, eval_interval=3))
+    assert out["step"] == 3
+    ref_model = GPT(GPTConfig(**state["model_config"])).eval()
+    ref_model.load_state_dict(state["model"])
+    x, y = ShardedLoader(
+        load_prepared(corpus[1]).train_shards, 4, 32, order=cfg.data_order, seed=cfg.seed
+    ).next_batch()
+    with torch.no_grad():
+        ref = ref_model(x, y)[1].item()
+    assert abs(out["losses"][0] - ref) < 1e-5, (out["losses"][0], ref)
+
+
 def test_first_batch_is_checked_against_the_model():
     """The forward checks shapes only (no GPU->CPU sync per step); the loop checks ids once."""
     from gpt.model import GPTConfig
