@@ -177,18 +177,27 @@ def check_first_batch(x: torch.Tensor, y: torch.Tensor, config: GPTConfig) -> No
 
 @torch.no_grad()
 def evaluate(model, data, cfg: TrainConfig, info: DistInfo, precision: Precision) -> float:
-    """Mean loss over ``eval_steps`` micro-batches per rank of the val shards (the same ones every time:
-    with ``data_order="shuffled"`` windows spread over all of val, else its first stretch)."""
-    loader = make_loader(data.val_shards, cfg, info)
+    """Mean loss per token over one fixed set of val windows, the same at every eval and for any number
+    of processes: the first ``eval_steps`` micro-batches one process would read (with
+    ``data_order="shuffled"`` windows spread over all of val, else its first stretch). Rank r evaluates
+    micro-batches r, r + world_size, ...; the sums of loss and tokens are all-reduced, so more processes
+    make the eval faster without changing its number."""
+    loader = ShardedLoader(
+        data.val_shards, cfg.micro_batch, cfg.block_size, order=cfg.data_order, seed=cfg.seed
+    )
     model.eval()
-    total = torch.zeros((), device=info.device)
-    for _ in range(cfg.eval_steps):
-        x, y = loader.next_batch()
+    sums = torch.zeros(2, device=info.device)  # (sum of per-token losses, tokens)
+    for i in range(cfg.eval_steps):
+        x, y = loader.next_batch()  # every rank walks the whole set (memory-mapped reads are cheap)
+        if i % info.world_size != info.rank:
+            continue
         with precision.autocast():
             _, loss = model(x.to(info.device), y.to(info.device))
-        total += loss.float()
+        sums[0] += loss.float() * y.numel()
+        sums[1] += y.numel()
     model.train()
-    return all_reduce_mean(total / cfg.eval_steps, info).item()
+    loss_sum, tokens = all_reduce_mean(sums, info).tolist()  # the mean of sums has the same ratio
+    return loss_sum / tokens
 
 
 @torch.no_grad()

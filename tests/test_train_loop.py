@@ -1,5 +1,6 @@
-"""The training loop end to end on a tiny char-level model: DDP == one process, resume == no stop,
-accumulation == one big batch, fp16/bf16 paths learn, and user errors are one clear message.
+"""The training loop end to end on a tiny char-level model: DDP == one process (training losses, weights
+and the val loss), resume == no stop, accumulation == one big batch, fp16/bf16 paths learn, --init-from
+loads HF folders and our own checkpoints, and user errors are one clear message.
 
 Each run is a 2-layer, 32-wide GPT on a small synthetic text, a few seconds on CPU. The DDP run goes
 through the real entry point (``torchrun --standalone --nproc_per_node=2 gpt/train.py``, gloo).
@@ -119,6 +120,11 @@ def test_ddp_two_processes_equal_one_process(corpus, tmp_path):
         assert abs(la - lb) <= 1e-5, (step, la, lb)
     assert_same_weights(weights(single), weights(ddp), atol=1e-5)
     assert len(torch.load(ddp / "ckpt.pt", weights_only=True)["ranks"]) == 2
+    # the val loss is over the same fixed windows whatever the world size (each rank takes a share)
+    va, vb = metrics(single, "eval", "val_loss"), metrics(ddp, "eval", "val_loss")
+    assert [s for s, _ in va] == [s for s, _ in vb] == [3, 6]
+    for (step, la), (_, lb) in zip(va, vb, strict=True):
+        assert abs(la - lb) <= 1e-5, (step, la, lb)
 
 
 def test_accumulation_equals_one_big_batch(corpus, tmp_path):
