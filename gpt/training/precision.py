@@ -21,15 +21,16 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16} 
 AUTOCAST_DTYPES = {name: dtype for name, dtype in DTYPES.items() if name != "fp32"}
 
 # Dense peak FLOP/s per device for the MFU readout (vendor datasheets; bf16/fp16 tensor cores, TF32 for
-# fp32). Matched by substring of torch.cuda.get_device_name(); unknown devices show no MFU.
+# fp32). Matched by substring of torch.cuda.get_device_name(); unknown devices show no MFU, and so does
+# bf16 on the T4 and V100, which have no bf16 tensor cores (torch emulates it there).
 PEAK_FLOPS = {
     "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 495e12},
     "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 495e12},
     "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 156e12},
     "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 62.5e12},
     "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 60e12},
-    "T4": {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12},
-    "V100": {"bf16": 125e12, "fp16": 125e12, "fp32": 15.7e12},
+    "T4": {"fp16": 65e12, "fp32": 8.1e12},
+    "V100": {"fp16": 125e12, "fp32": 15.7e12},
 }
 
 
@@ -80,5 +81,5 @@ def peak_flops(device: torch.device, dtype: str) -> float | None:
     name = torch.cuda.get_device_name(device)
     for key, table in PEAK_FLOPS.items():
         if key in name:
-            return table[dtype]
+            return table.get(dtype)
     return None
