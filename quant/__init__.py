@@ -1,5 +1,45 @@
-"""quant: post-training quantization (int8, 4-bit groups) and the GGUF format, checked against gguf.
+"""quant: a real pretrained model from a GGUF file, and what rounding its weights costs (Week 6.2).
 
-Will teach what is lost when weights are rounded, how per-group scales bound that error, and how a
-quantized file is laid out on disk. Filled by a later issue.
+Teaches how a quantized model is laid out on disk and in memory, and measures the accuracy, size and
+speed that each format trades. Reading order:
+
+- ``gguf.py``: the GGUF v3 container (header, typed metadata, tensor infos, alignment), read and written
+  by hand;
+- ``ggml_blocks.py``: ggml's block formats (Q8_0, Q4_0, Q4_1 both ways; Q4_K, Q6_K dequantized);
+- ``tokenizer.py``: the tokenizer a GGUF carries, built by ``bpe``;
+- ``load.py``: ``load_gguf`` -> (GPT, tokenizer): SmolLM2-135M-Instruct in our own ``gpt.GPT``;
+- ``weight_only.py``: INT8 per channel and INT4 in groups, ``QuantLinear`` and ``quantize_model``, with
+  the CPU fast paths of ``cpu_kernels.py`` and the Triton W8A16/W4A16 kernels of ``triton_kernels.py``;
+- ``export.py``: ``export_gguf``, the way back to a file llama.cpp and transformers load;
+- ``bench.py``: ``python -m quant.bench``, perplexity / bytes / decode speed side by side.
+
+References: the GGUF spec and ``gguf-py`` (ggml-org/llama.cpp), which the tests read and write against;
+llama.cpp ``ggml-quants.c``; Dettmers et al. 2022 (LLM.int8()); Frantar et al. 2023 (GPTQ); Lin et al.
+2024 (AWQ); transformers' GGUF loader, the reference for ``load_gguf``.
 """
+
+from quant.export import export_gguf
+from quant.ggml_blocks import GGMLType, dequantize, quantize
+from quant.gguf import GGUFError, GGUFFile, TensorInfo, read_gguf, write_gguf
+from quant.load import load_gguf, smollm2_path
+from quant.tokenizer import tokenizer_from_gguf
+from quant.weight_only import QuantLinear, QuantScheme, quantize_model, weight_bytes
+
+__all__ = [
+    "GGMLType",
+    "GGUFError",
+    "GGUFFile",
+    "QuantLinear",
+    "QuantScheme",
+    "TensorInfo",
+    "dequantize",
+    "export_gguf",
+    "load_gguf",
+    "quantize",
+    "quantize_model",
+    "read_gguf",
+    "smollm2_path",
+    "tokenizer_from_gguf",
+    "weight_bytes",
+    "write_gguf",
+]
