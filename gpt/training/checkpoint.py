@@ -78,8 +78,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                 "refuses to rebuild; it was not written by gpt/train.py. Load only checkpoints you trust"
             ) from err
         raise ValueError(
-            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); delete it and resume from "
-            "another checkpoint or start again"
+            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use another checkpoint "
+            "(or delete this one and start again)"
         ) from err
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:

@@ -37,7 +37,7 @@ class TrainConfig:
     max_docs: int = 0  # cap on documents per source and split; 0 = the source's default
     data_order: str = "shuffled"  # shuffled (random windows, each once per epoch) | sequential
     # model (scratch runs; --init-from and --resume take the shape from the weights they load)
-    init_from: str = "scratch"  # scratch | gpt2 (any HF hub id) | a local HF model directory
+    init_from: str = "scratch"  # scratch | gpt2 (any HF hub id) | a local HF model directory | a ckpt.pt
     flavour: str = "gpt2"  # gpt2 | llama
     n_layer: int = 12
     n_head: int = 12
@@ -65,7 +65,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     # evaluation, logging, checkpoints
     eval_interval: int = 250  # steps between evals (val loss, samples, plot, checkpoint)
-    eval_steps: int = 20  # micro-batches per process per eval
+    eval_steps: int = 20  # micro-batches per eval in all (shared by the processes: val is the same for any W)
     log_interval: int = 1  # steps between metrics.jsonl lines / progress-bar updates
     num_samples: int = 2
     sample_tokens: int = 200
@@ -187,7 +187,7 @@ PRESETS: dict[str, TrainConfig] = {
         max_docs=10_000_000,  # all of sample-10BT (9.67M documents, ~10B GPT-2 tokens)
         micro_batch=64,
         eval_interval=250,
-        eval_steps=20,
+        eval_steps=160,  # 160 x 64 x 1024 = 10.5M val tokens per eval, 20 micro-batches per process on 8
         dtype="bf16",
         compile=True,
         device="cuda",
