@@ -11,7 +11,6 @@ greedy step's top-2 logit gap is > 1e-4, far above the ~1e-6 the batch layout ch
 
 import pytest
 import torch
-import transformers
 
 from gpt import from_hf
 from kvcache import ContiguousKVCache, LLMEngine, Output, SamplingParams, generate_static
@@ -22,39 +21,14 @@ NEW = 10
 GREEDY = SamplingParams(temperature=0.0, max_tokens=NEW)
 
 
-def hf_model(family):
-    torch.manual_seed(0)
-    if family == "gpt2":
-        cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4)
-        hf = transformers.GPT2LMHeadModel(cfg)
-    else:
-        cfg = transformers.LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=48,
-            intermediate_size=80,
-            num_hidden_layers=2,
-            num_attention_heads=6,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-        hf = transformers.LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if p.dim() == 1:
-                p.normal_(mean=1.0 if "norm" in n or "ln" in n else 0.0, std=0.1)
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    return hf.eval()
-
-
 def prompts(seed=1, lens=(5, 17, 9, 33, 1, 12)):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lens]
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def case(request):
-    hf = hf_model(request.param)
+def case(request, tiny_hf):
+    hf = tiny_hf(request.param)  # vocab 97 (VOCAB), 64 positions
     ours = from_hf(hf).eval()
     ps = prompts()
     refs = []
