@@ -5,7 +5,7 @@ training token costs, without building the model. ``GPT.num_params()`` is tested
 ``param_counts`` and ``GPT.estimate_mfu`` uses ``training_flops_per_token``, so the notebook's
 arithmetic and the model's own numbers cannot drift apart.
 
-References: the GPT-2 parameter counts (124M / 350M / 774M / 1558M, from the released checkpoints),
+References: the GPT-2 parameter counts (124M / 355M / 774M / 1558M, counted from the released checkpoints),
 and the "6N + 12 L C T" FLOPs-per-token estimate (Chowdhery et al. 2022, PaLM, appendix B; nanoGPT
 ``estimate_mfu``).
 """
