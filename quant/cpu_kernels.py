@@ -1,44 +1,47 @@
-"""CPU matmuls on quantized weights: fbgemm's int8 for INT8, a torch.compile'd fused GEMV for INT4.
+"""CPU matmuls on quantized weights: torch.compile'd fused GEMVs, and fbgemm's int8 x int8 for comparison.
 
 Teaches why a quantized model is only faster when the kernel reads the small integers directly. The
 reference (dequantize the whole matrix to float, then ``F.linear``) writes and reads a float copy of
 every weight on every call, so it is slower than the float model. The paths here avoid that copy:
 
-- ``fbgemm_linear`` (INT8): torch's ``quantized::linear_dynamic``. It also quantizes the activations, per
-  call, to unsigned integers with one scale and zero point for the whole (M, K) input ("dynamic" W8A8),
-  multiplies uint8 by int8 into int32 and rescales. That step is where it differs from the W8A16
-  reference: each activation moves by up to one activation step ``a = (max(x, 0) - min(x, 0)) / levels``,
-  so an output moves by at most ``a * sum_k |w_hat[n, k]|``. ``levels`` is 255 on CPUs with AVX512-VNNI
-  and 127 elsewhere, because fbgemm's AVX2 kernel adds pairs of uint8 * int8 products in int16, which
-  would saturate at 8 bits (torch.ao's ``reduce_range``).
-- ``int4_gemv`` (INT4, few rows): one sum over the packed bytes, written so that inductor fuses unpacking
-  the nibbles, subtracting the zero point, the dot product and the group scale into a single C++ loop
-  per output: every packed byte is read once and no float weight is ever stored.
-- ``int4_dequantize`` (INT4, many rows, e.g. a prompt): the same unpacking fused into one pass that
-  writes the float matrix, then ``F.linear``; the matmul's cost then dominates the copy.
-- ``int8_gemv``: the INT8 analogue of ``int4_gemv``, exact in float32, used where fbgemm is missing.
+- ``int8_gemv`` / ``int4_gemv`` (a few rows: decoding): one sum over the stored integers, written so
+  that inductor fuses unpacking the nibbles, subtracting the zero point, the dot product and the scale
+  into a single C++ loop per output: every weight byte is read once, no float weight is ever stored,
+  and the result is the reference's to float32 summation order (weight-only: W8A16 / W4A16).
+- many rows (a prompt): dequantize (for int4 in one compiled pass), then ``F.linear``; the matmul's
+  cost then dominates the copy.
+- ``fbgemm_linear`` (INT8, opt in with ``kernel="fbgemm"``): torch's ``quantized::linear_dynamic``. It
+  also rounds the activations, per call, to unsigned integers with one scale and zero point for the
+  whole (M, K) input ("dynamic" W8A8) and multiplies uint8 by int8 into int32. Each activation moves by
+  up to one step ``a = (max(x, 0) - min(x, 0)) / levels``, so an output moves by at most
+  ``a * sum_k |w_hat[n, k]|``. ``levels`` is 255 on CPUs with AVX512-VNNI, 127 elsewhere (fbgemm's AVX2
+  kernel adds pairs of products in int16, which would saturate: torch.ao's ``reduce_range``).
 
-Chosen by measurement on SmolLM2-135M-shaped layers (2 cores; numbers in the quant bench and its
-report), not by name: torch's own ``_weight_int8pack_mm`` and ``_weight_int4pack_mm_for_cpu`` were 5-20x
-slower than float32 there. torch.compile needs a C++ compiler; without one (or if compiling fails) each
-compiled path warns once and falls back to dequantize-then-``F.linear``, which gives the same numbers.
+Chosen by measurement on SmolLM2-135M (2 cores), not by name. fbgemm is the fastest int8 matmul here,
+but one activation scale per call lets the few huge activation channels of an LLM (Dettmers et al.
+2022) squash all the others: SmolLM2's perplexity on 4k tinyshakespeare tokens went from 46.6 (float)
+to 75.0 with fbgemm, against 46.8 with the weight-only int8 GEMV, which is therefore the default.
+torch's own ``_weight_int8pack_mm`` and ``_weight_int4pack_mm_for_cpu`` were 5-20x slower than
+float32 here. torch.compile needs a C++ compiler; without one (or if compiling fails) each compiled
+path warns once and falls back to dequantize-then-``F.linear``, which gives the same numbers, slower.
 
 Packed layout: see ``quant/weight_only.py`` (int4 groups: low nibbles = first half of the group).
 
-References: torch ``aten/src/ATen/native/quantized/cpu/qlinear_dynamic.cpp`` and fbgemm
-(``PackBMatrix``); the inductor C++ backend (``torch/_inductor/codegen/cpp.py``).
+References: the inductor C++ backend (``torch/_inductor/codegen/cpp.py``); torch
+``aten/src/ATen/native/quantized/cpu/qlinear_dynamic.cpp`` and fbgemm (``PackBMatrix``).
 """
 
 import functools
 import os
 import shutil
+import types
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-INT4_GEMV_MAX_ROWS = 8  # up to this many rows the fused GEMV beats dequantize + F.linear (bench)
+GEMV_MAX_ROWS = 8  # up to this many rows the fused GEMVs beat dequantize + F.linear (bench)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,16 +137,26 @@ def _cxx_compiler() -> str | None:
     return next((path for name in names if name and (path := shutil.which(name))), None)
 
 
+def _own_copy(fn):
+    """``fn`` with a code object of its own. torch.compile keeps at most ``recompile_limit`` (8) compiled
+    versions per code object and then silently runs the Python function; one copy per weight shape
+    gives each shape its own budget."""
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+
+
 class _Compiled:
     """``fn`` under torch.compile, with ``fallback`` (same contract, eager) used from the first failure on.
 
-    Only the row count M is marked dynamic: one compiled loop serves every decode batch size, while the
-    weight shape stays static so the inner loop has a constant trip count and is vectorized.
+    One compiled copy per weight shape (static, so the inner loop has a constant trip count and is
+    vectorized); in it the row count M of the first argument is dynamic, so one loop serves every batch
+    size above 1 (M = 1 gets a version of its own: torch specializes sizes 0 and 1).
     """
 
     def __init__(self, fn, fallback):
         self.fn, self.fallback = fn, fallback
-        self.compiled = None
+        self.compiled = {}
         self.failed = _cxx_compiler() is None
         self.warned = False
 
@@ -158,14 +171,18 @@ class _Compiled:
             )
 
     def __call__(self, x: Tensor, *args):
+        if torch.compiler.is_compiling():  # inside a user's torch.compile(model): let it trace fn itself
+            return self.fn(x, *args)
         if self.failed:
             self._warn("no C++ compiler found")
             return self.fallback(x, *args)
-        if self.compiled is None:
-            self.compiled = torch.compile(self.fn, dynamic=False)
+        key = (x.shape[1:], *(a.shape if isinstance(a, Tensor) else a for a in args))
+        compiled = self.compiled.get(key)
+        if compiled is None:
+            compiled = self.compiled[key] = torch.compile(_own_copy(self.fn), dynamic=False)
         torch._dynamo.maybe_mark_dynamic(x, 0)
         try:
-            return self.compiled(x, *args)
+            return compiled(x, *args)
         except Exception as err:  # a broken compiler or an unsupported platform: fall back for good
             self.failed = True
             first_line = str(err).splitlines()[0][:200] if str(err) else ""
@@ -178,10 +195,19 @@ int4_gemv = _Compiled(_int4_gemv, _dequantize_then_linear_int4)
 _int4_dequantize_compiled = _Compiled(_int4_dequantize, _int4_dequantize)
 
 
+def int8_linear(x: Tensor, qweight: Tensor, scales: Tensor) -> Tensor:
+    """x (M, K) -> (M, N) float32 (W8A16): the fused GEMV for a few rows, dequantize + F.linear beyond."""
+    x, scales = x.float(), scales.float()
+    if x.shape[0] <= GEMV_MAX_ROWS:
+        return int8_gemv(x, qweight, scales)
+    return _dequantize_then_linear_int8(x, qweight, scales)
+
+
 def int4_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Tensor | None) -> Tensor:
     """x (M, K) -> (M, N) float32: the fused GEMV for a few rows, compiled dequantize + F.linear beyond."""
-    x = x.float()  # one compiled loop for every input dtype
-    if x.shape[0] <= INT4_GEMV_MAX_ROWS:
+    # float32 in, outside the compiled loop: the fp16 scales are converted once per call here, where
+    # inside the loop inductor converts one per weight (measured 1.8x slower).
+    x, scales = x.float(), scales.float()
+    if x.shape[0] <= GEMV_MAX_ROWS:
         return int4_gemv(x, qweight, scales, zeros)
-    w_hat = _int4_dequantize_compiled(qweight, scales, zeros, torch.float32)
-    return F.linear(x, w_hat)
+    return F.linear(x, _int4_dequantize_compiled(qweight, scales, zeros, torch.float32))

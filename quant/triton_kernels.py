@@ -24,9 +24,16 @@ gpt-fast's int4 weight-only path; Triton's matmul tutorial (``03-matrix-multipli
 """
 
 import functools
+import importlib.util
 
 import torch
 from torch import Tensor
+
+
+@functools.cache
+def available() -> bool:
+    """Triton is installed (it ships with torch's CUDA wheels on Linux)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 @functools.cache

@@ -28,8 +28,8 @@ nibbles, the second half in the high ones: ggml's Q4_0 order, per group). A kern
 halves of a group's activations as two contiguous slices.
 
 Forward paths, all checked against :meth:`QuantLinear.reference_forward` (dequantize, then ``F.linear``):
-CUDA runs the Triton kernels of ``quant/triton_kernels.py``; CPU runs ``quant/cpu_kernels.py``, picked
-by measurement (fbgemm's dynamic int8 matmul for int8, a torch.compile'd fused GEMV for int4).
+CUDA runs the Triton kernels of ``quant/triton_kernels.py``; CPU runs the torch.compile'd fused GEMVs of
+``quant/cpu_kernels.py`` (``kernel="fbgemm"`` trades int8 accuracy for speed: it rounds activations too).
 
 References: Dettmers et al. 2022, "LLM.int8()" (absmax per-row int8); Frantar et al. 2023, "GPTQ" and
 Lin et al. 2024, "AWQ" (4-bit groups of 128 with scales and zero points; we round to nearest, without
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quant import cpu_kernels
+from quant import cpu_kernels, triton_kernels
 
 INT4_GROUP_SIZES = (32, 64, 128)
 KERNELS = ("auto", "reference", "fbgemm", "compiled")
@@ -210,9 +210,10 @@ class QuantLinear(nn.Module):
     """A drop-in ``nn.Linear`` whose weight is stored quantized; build one with :meth:`from_linear`.
 
     Buffers: ``qweight``, ``scales``, ``zeros`` (asym int4 only) as in :class:`QuantizedWeight`; ``bias``
-    stays a float Parameter. ``forward`` picks the fastest path for the input's device (Triton on CUDA,
-    ``quant/cpu_kernels.py`` on CPU); ``kernel="reference"`` forces dequantize-then-``F.linear``, and an
-    input that needs a gradient always takes the reference (the fused kernels have no backward).
+    stays a float Parameter. ``kernel``: ``"auto"`` runs Triton on CUDA and the compiled fused GEMVs of
+    ``quant/cpu_kernels.py`` on CPU (``"compiled"`` forces those); ``"reference"`` dequantizes, then
+    ``F.linear``; ``"fbgemm"`` (int8, CPU) also rounds the activations and keeps a second, packed copy of
+    the weight. An input that needs a gradient always takes the reference (no fused backward).
     """
 
     def __init__(
@@ -233,6 +234,8 @@ class QuantLinear(nn.Module):
             raise ValueError(
                 f"kernel='fbgemm' runs int8 only, not {self.scheme.name}; use 'auto' or 'compiled'"
             )
+        if kernel == "fbgemm" and not cpu_kernels.fbgemm_available():
+            raise ValueError("kernel='fbgemm' needs torch's fbgemm backend (x86); use 'auto'")
         gs = self.scheme.group_size
         if gs is not None and in_features % gs:
             raise ValueError(f"in_features {in_features} is not divisible by group {gs}")
@@ -247,7 +250,7 @@ class QuantLinear(nn.Module):
         zeros = None if self.scheme.symmetric else torch.zeros(N, K // gs, dtype=torch.uint8, device=device)
         self.register_buffer("zeros", zeros)
         self.bias = nn.Parameter(torch.zeros(N, device=device, dtype=dtype)) if bias else None
-        self._fbgemm = None  # fbgemm's packed copy of qweight, built on the first CPU forward
+        self._fbgemm = None  # kernel='fbgemm': fbgemm's packed copy of qweight
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, scheme="int8", kernel: str = "auto") -> "QuantLinear":
@@ -289,31 +292,26 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
 
     def _cpu_kernel(self) -> str:
-        if self.kernel != "auto":
-            return self.kernel
-        if self.scheme.bits == 8 and cpu_kernels.fbgemm_available():
-            return "fbgemm"
-        return "compiled"
+        # auto: the exact fused GEMVs; fbgemm is faster but rounds the activations (quant/cpu_kernels.py)
+        return "compiled" if self.kernel == "auto" else self.kernel
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, this layer takes {self.in_features}")
         if self.kernel == "reference" or (x.requires_grad and torch.is_grad_enabled()):
             return self.reference_forward(x)
-        if x.device.type not in ("cpu", "cuda"):
+        if x.device.type != "cpu" and not (x.is_cuda and triton_kernels.available()):
             return self.reference_forward(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if x.is_cuda:
-            from quant import triton_kernels
-
             y = triton_kernels.quant_matmul(x2, self.qweight, self.scales, self.zeros, self.scheme.group_size)
         elif self._cpu_kernel() == "fbgemm":
             if self._fbgemm is None:
                 self._fbgemm = cpu_kernels.fbgemm_pack(self.qweight, self.scales)
             y = cpu_kernels.fbgemm_linear(x2, self._fbgemm)
         elif self.scheme.bits == 8:
-            y = cpu_kernels.int8_gemv(x2.float(), self.qweight, self.scales)
+            y = cpu_kernels.int8_linear(x2, self.qweight, self.scales)
         else:
             y = cpu_kernels.int4_linear(x2, self.qweight, self.scales, self.zeros)
         y = y.to(x.dtype)

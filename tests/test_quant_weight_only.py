@@ -4,9 +4,9 @@ and quantize_model on gpt.GPT.
 Tolerances: every element comes back within half a step (|w - w_hat| <= s / 2, plus 1e-6 |w| for fp32
 arithmetic); exactly representable grids come back exactly; packing is exact. The exact fused CPU
 paths (compiled int8/int4 GEMV, compiled dequantize) equal dequantize-then-F.linear to 1e-5 (fp32,
-summation order only). fbgemm also rounds the activations (dynamic W8A8), so it is held to the derived
-bound a * sum_k |w_hat[n, k]| with a the activation step (see quant/cpu_kernels.py). The independent
-reference for the round trip is the float nn.Linear / float GPT.
+summation order only). The opt-in fbgemm path also rounds the activations (dynamic W8A8), so it is held
+to the derived bound a * sum_k |w_hat[n, k]| with a the activation step (see quant/cpu_kernels.py).
+The independent reference for the round trip is the float nn.Linear / float GPT.
 """
 
 import copy
@@ -206,17 +206,18 @@ def test_reference_forward_is_float_linear_within_the_rounding_bound(name):
 @pytest.mark.parametrize(("name", "rows"), [("int4-g32", 1), ("int4-g32-asym", 3), ("int4-g32", 12)])
 def test_compiled_int4_equals_reference(name, rows):
     """One tiny shape: the fused GEMV (rows 1 and 3, one dynamic-M loop) and, past
-    INT4_GEMV_MAX_ROWS, compiled dequantize + F.linear."""
-    assert (rows > cpu_kernels.INT4_GEMV_MAX_ROWS) == (rows == 12)
+    GEMV_MAX_ROWS, compiled dequantize + F.linear."""
+    assert (rows > cpu_kernels.GEMV_MAX_ROWS) == (rows == 12)
     layer = QuantLinear.from_linear(linear(64, 32), name, kernel="compiled")
     x = randn(rows, 64, seed=7)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), layer.reference_forward(x), rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_int8_equals_reference():
+@pytest.mark.parametrize("rows", [2, 12])
+def test_compiled_int8_equals_reference(rows):
     layer = QuantLinear.from_linear(linear(64, 32), "int8", kernel="compiled")
-    x = randn(2, 64, seed=8)
+    x = randn(rows, 64, seed=8)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), layer.reference_forward(x), rtol=1e-5, atol=1e-5)
 
@@ -225,8 +226,8 @@ def test_compiled_int8_equals_reference():
 @pytest.mark.parametrize("rows", [1, 8])
 def test_fbgemm_within_the_activation_rounding_bound(rows):
     lin = linear(256, 64)
-    layer = QuantLinear.from_linear(lin, "int8")  # auto picks fbgemm on x86
-    assert layer._cpu_kernel() == "fbgemm" and layer._fbgemm is not None
+    layer = QuantLinear.from_linear(lin, "int8", kernel="fbgemm")
+    assert layer._fbgemm is not None
     x = randn(3, rows, 256, seed=9)
     with torch.no_grad():
         got, ref = layer(x), layer.reference_forward(x)
@@ -386,20 +387,24 @@ def test_weight_bytes_hand_counted():
     linear_w = 2 * sum(N * K for N, K in shapes)
     int4 = 2 * sum(N * K // 2 + 2 * N * K // 32 for N, K in shapes)
     assert weight_bytes(qmodel) == 4 * (n - linear_w) + int4
-    qmodel = quantize_model(copy.deepcopy(fmodel), "int8")
+    qmodel = quantize_model(copy.deepcopy(fmodel), "int8")  # one int8 byte and an fp32 scale per row
     int8 = 2 * sum(N * K + 4 * N for N, K in shapes)
-    fbgemm = 2 * sum(N * K + 8 * N for N, K in shapes) if cpu_kernels.fbgemm_available() else 0
-    assert weight_bytes(qmodel) == 4 * (n - linear_w) + int8 + fbgemm
+    assert weight_bytes(qmodel) == 4 * (n - linear_w) + int8
+    if cpu_kernels.fbgemm_available():  # fbgemm's packed copy: the int8 matrix again + 8 bytes per row
+        qmodel = quantize_model(copy.deepcopy(fmodel), "int8", kernel="fbgemm")
+        fbgemm = 2 * sum(N * K + 8 * N for N, K in shapes)
+        assert weight_bytes(qmodel) == 4 * (n - linear_w) + int8 + fbgemm
 
 
-def test_state_dict_round_trip():
-    qmodel = quantize_model(tiny(llama=True), "int8")
-    fresh = quantize_model(tiny(llama=True, rope_theta=500.0), "int8")  # same shapes, other weights
+@pytest.mark.parametrize("kernel", ["auto", pytest.param("fbgemm", marks=needs_fbgemm)])
+def test_state_dict_round_trip(kernel):
+    qmodel = quantize_model(tiny(llama=True), "int8", kernel=kernel)
+    fresh = quantize_model(tiny(llama=True, rope_theta=500.0), "int8", kernel=kernel)  # other weights
     fresh.config.rope_theta = qmodel.config.rope_theta
     for m in fresh.modules():
         if isinstance(m, QuantLinear):
             m.qweight.zero_()
-    fresh.load_state_dict(qmodel.state_dict())  # must drop any cached fbgemm packing
+    fresh.load_state_dict(qmodel.state_dict())  # must drop fbgemm's packed copy of the old weights
     idx = torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(16))
     with torch.no_grad():
         assert torch.equal(fresh(idx)[0], qmodel(idx)[0])
