@@ -9,8 +9,8 @@ two speed-ups that do not change a single id (both are tested against the plain 
   per distinct piece (tiktoken caches nothing, but it is Rust);
 - with the GPT-2 or GPT-4 pattern, ASCII stretches of the text are split with the standard
   library's ``re`` and an ASCII-only copy of the pattern (``patterns.ASCII_PATTERNS``), faster than
-  the ``regex`` module (notebook 1.3 times the two), which handles only the stretches around non-ASCII characters
-  (cut at ``patterns.SAFE_CUT_PATTERN``, where no piece crosses).
+  the ``regex`` module (notebook 1.3 times the two), which handles only the stretches around
+  non-ASCII characters (cut at ``patterns.SAFE_CUT_PATTERN``, where no piece crosses).
 """
 
 import re
