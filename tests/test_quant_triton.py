@@ -4,7 +4,8 @@ Without a GPU they run on CPU tensors through TRITON_INTERPRET=1 (set by conftes
 M in {1, 3, 16, 20} (one and two row tiles), N=64 and 48 (a masked tile), K=128 (int8 also K=96,
 a masked chunk), groups of 32 and 64, symmetric and asymmetric, with and without split-K. Tolerance in
 fp32: 1e-5 relative + 1e-4 absolute on outputs of size ~10 (summation order only; "ieee" dots, no
-tf32). GPU tier: QuantLinear on CUDA at SmolLM2's shapes in fp16 / bf16 / fp32, and a quantized GPT.
+tf32); fp16 activations the same, against those fp16 inputs multiplied in fp32 (u - z is exact in fp16).
+GPU tier: QuantLinear on CUDA at SmolLM2's shapes in fp16 / bf16 / fp32, and a quantized GPT.
 """
 
 import copy
@@ -36,6 +37,18 @@ def test_kernel_equals_dequantize_then_matmul(name, M):
     (x, qweight, scales, zeros), gs, ref = case(name, M, 64, 128)
     got = quant_matmul(x, qweight, scales, zeros, gs, split_k=1)
     assert got.shape == (M, 64) and got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu(), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["int8", "int4-g32-asym"])
+def test_fp16_activations(name):
+    """The dtype a GPU runs (the interpreter's bf16 dot is wrong: numpy has no bf16, so bf16 is GPU-only)."""
+    g = torch.Generator().manual_seed(5)
+    qw = quantize_weight(torch.randn(64, 128, generator=g), name)
+    x16 = torch.randn(3, 128, generator=g).half()
+    ref = x16.float() @ dequantize_weight(qw).T  # the same fp16 inputs, multiplied in fp32
+    on = [t.to(DEVICE) if t is not None else None for t in (x16, qw.qweight, qw.scales, qw.zeros)]
+    got = quant_matmul(*on, qw.scheme.group_size)
     torch.testing.assert_close(got.cpu(), ref, rtol=1e-5, atol=1e-4)
 
 
