@@ -71,7 +71,8 @@ def fbgemm_pack(qweight: Tensor, scales: Tensor):
 
 
 def fbgemm_packed_bytes(qweight: Tensor) -> int:
-    """Bytes of :func:`fbgemm_pack`'s copy: the int8 matrix plus a column offset and a scale per row."""
+    """Bytes of :func:`fbgemm_pack`'s copy: the int8 matrix plus a column offset and a scale per row
+    (fbgemm's padding of the blocked layout left out)."""
     N, K = qweight.shape
     return N * K + N * (4 + 4)
 
@@ -113,7 +114,8 @@ def _int4_gemv(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Tensor | None)
 
 
 def _int4_dequantize(qweight: Tensor, scales: Tensor, zeros: Tensor | None, dtype: torch.dtype) -> Tensor:
-    """Packed (N, K // 2) -> w_hat (N, K) in ``dtype``."""
+    """Packed (N, K // 2) -> w_hat (N, K) in ``dtype``: ``weight_only.dequantize_weight`` written as one
+    expression for inductor (that module imports this one, so it is restated here; tested equal)."""
     N, G = scales.shape
     half = qweight.shape[1] // G
     g = qweight.view(N, G, 1, half)

@@ -396,7 +396,7 @@ def test_weight_bytes_hand_counted():
         assert weight_bytes(qmodel) == 4 * (n - linear_w) + int8 + fbgemm
 
 
-@pytest.mark.parametrize("kernel", ["auto", pytest.param("fbgemm", marks=needs_fbgemm)])
+@pytest.mark.parametrize("kernel", ["reference", pytest.param("fbgemm", marks=needs_fbgemm)])
 def test_state_dict_round_trip(kernel):
     qmodel = quantize_model(tiny(llama=True), "int8", kernel=kernel)
     fresh = quantize_model(tiny(llama=True, rope_theta=500.0), "int8", kernel=kernel)  # other weights
