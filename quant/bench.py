@@ -6,7 +6,8 @@ dequantized to float32):
 
 - **quality**: perplexity on the first ``--ppl-tokens`` tokens of WikiText-2's test split (the
   tokenized v1 text in ``$LLM_COURSE_DATA/wikitext2``), cut into independent windows of ``--window``
-  tokens, for the baseline, our weight-only INT8 and INT4 schemes (``quant.weight_only``), and ggml's
+  tokens, for the baseline, our weight-only INT8 and INT4 schemes (``quant.weight_only``; every Linear,
+  the tied output head included, while the embedding table stays float32), and ggml's
   Q8_0 / Q4_0 / Q4_1 re-quantized from the baseline (``quant.ggml_blocks``, as ``quant.export`` writes
   them); with weight bytes per parameter and, for the ggml types, the size of the exported file;
 - **CPU speed**: decode tokens/s at each ``--batch`` (prompt ``--prompt-len``, ``--new-tokens`` greedy
@@ -112,7 +113,7 @@ def quality_rows(cfg: BenchConfig, base, tok, n_params: int) -> list[dict]:
                  bytes_per_param=weight_bytes(base) / n_params)]  # fmt: skip
     for scheme in cfg.schemes:
         try:
-            model = quantize_model(copy.deepcopy(base), scheme)
+            model = quantize_model(copy.deepcopy(base), scheme, quantize_tied=True)
         except ValueError as err:  # e.g. group 128 does not divide SmolLM2's width 576
             rows.append(dict(name=scheme, ppl=None, bytes_per_param=None, note=str(err)))
             continue
@@ -190,7 +191,9 @@ def speed_rows(cfg: BenchConfig, base, tok, gguf_path: Path) -> list[dict]:
     tokens = wikitext_tokens(tok, max(cfg.batch) * cfg.prompt_len)
     variants = {"ours fp32": lambda: base, "ours bf16": lambda: copy.deepcopy(base).to(torch.bfloat16)}
     for scheme in ("int8", "int4-g64"):
-        variants[f"ours {scheme}"] = lambda s=scheme: quantize_model(copy.deepcopy(base), s)
+        variants[f"ours {scheme}"] = lambda s=scheme: quantize_model(
+            copy.deepcopy(base), s, quantize_tied=True
+        )
     hf = to_hf(base)
     rows = []
     for name, build in [*variants.items(), ("HF fp32 generate", None)]:
