@@ -23,12 +23,13 @@ from quant.ggml_blocks import GGMLType, dequantize, quantize
 from quant.gguf import GGUFError, GGUFFile, TensorInfo, read_gguf, write_gguf
 from quant.load import load_gguf, smollm2_path
 from quant.tokenizer import tokenizer_from_gguf
-from quant.weight_only import QuantLinear, QuantScheme, quantize_model, weight_bytes
+from quant.weight_only import QuantEmbedding, QuantLinear, QuantScheme, quantize_model, weight_bytes
 
 __all__ = [
     "GGMLType",
     "GGUFError",
     "GGUFFile",
+    "QuantEmbedding",
     "QuantLinear",
     "QuantScheme",
     "TensorInfo",

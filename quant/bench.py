@@ -149,7 +149,7 @@ def time_ours(model, idx: torch.Tensor, cfg: BenchConfig) -> float:
     best = math.inf
     for _ in range(cfg.repeats):
         cache = ContiguousKVCache(
-            model.config, B, T + cfg.new_tokens, dtype=model.wte.weight.dtype, device=idx.device
+            model.config, B, T + cfg.new_tokens, dtype=model.ln_f.weight.dtype, device=idx.device
         )
         t0 = time.perf_counter()
         model.generate(idx, cfg.new_tokens, temperature=0.0, cache=cache)

@@ -338,6 +338,32 @@ class QuantLinear(nn.Module):
         )
 
 
+class QuantEmbedding(nn.Module):
+    """The token embedding of a tied model read from its quantized output head: ``wte(idx) = W_hat[idx]``.
+
+    A tied model (GPT-2, SmolLM2) uses one matrix to embed and to unembed. Once the head is a
+    :class:`QuantLinear`, the embedding dequantizes just the rows it looks up from the same buffers,
+    so no float copy of the (vocab, C) table is kept, as llama.cpp does with a tied ``token_embd``.
+    """
+
+    def __init__(self, head: QuantLinear, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.head = head  # the same module as the model's lm_head: its buffers are shared, not copied
+        self.num_embeddings, self.embedding_dim, self.dtype = head.out_features, head.in_features, dtype
+
+    def forward(self, idx: Tensor) -> Tensor:
+        flat = idx.reshape(-1)  # (n,)
+        h = self.head
+        rows = QuantizedWeight(
+            h.qweight[flat], h.scales[flat], None if h.zeros is None else h.zeros[flat], h.scheme,
+            (flat.numel(), self.embedding_dim),
+        )  # fmt: skip
+        return dequantize_weight(rows, self.dtype).view(*idx.shape, self.embedding_dim)  # (..., C)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, rows of the tied {self.head.scheme.name} head"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Whole models.
 
@@ -358,8 +384,9 @@ def quantize_model(
     ``skip``: layer names or shell patterns (``"lm_head"``, ``"h.0.*"``, ``"h.*.mlp.c_proj"``) left in
     float; a pattern that matches no Linear is an error (it is usually a typo). A Linear whose weight is
     tied to another module (GPT's ``lm_head`` shares ``wte.weight``) is left alone unless
-    ``quantize_tied=True``, which gives it a quantized copy and leaves the embedding in float. An untied
-    ``lm_head`` is quantized like any other Linear. Every layer is checked before any is replaced, so a
+    ``quantize_tied=True``: then it is quantized and every ``nn.Embedding`` that shares its weight becomes
+    a :class:`QuantEmbedding` reading the same quantized rows (no float copy of the table is left). An
+    untied ``lm_head`` is quantized like any other Linear. Every layer is checked before any is replaced, so a
     bad group size leaves the model untouched.
     """
     scheme = as_scheme(scheme)
@@ -381,11 +408,20 @@ def quantize_model(
                 f"use another group size or skip={name!r}"
             )
         chosen.append(name)
+    embeddings = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
     for name in chosen:
-        parent, _, attr = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, attr, QuantLinear.from_linear(getattr(owner, attr), scheme, kernel))
+        linear = model.get_submodule(name)
+        quantized = QuantLinear.from_linear(linear, scheme, kernel)
+        _replace(model, name, quantized)
+        for emb_name, emb in embeddings:
+            if emb.weight is linear.weight:  # tied: read the embedding from the quantized rows
+                _replace(model, emb_name, QuantEmbedding(quantized, emb.weight.dtype))
     return model
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
 
 
 def weight_bytes(model: nn.Module) -> int:

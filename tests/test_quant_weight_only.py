@@ -20,6 +20,7 @@ from torch import nn
 from gpt.model import GPT, GPTConfig
 from quant import cpu_kernels
 from quant.weight_only import (
+    QuantEmbedding,
     QuantLinear,
     QuantScheme,
     dequantize_weight,
@@ -314,9 +315,10 @@ def tiny(llama=False, **kw):
 def dequantized_twin(qmodel, fmodel):
     """The float model with each quantized Linear's weight replaced by its dequantized weight."""
     twin = copy.deepcopy(fmodel)
-    for name, m in qmodel.named_modules():
-        if isinstance(m, QuantLinear):
-            twin.get_submodule(name).weight.data.copy_(m.dequantized_weight())
+    for name, m in twin.named_modules():
+        quantized = qmodel.get_submodule(name)
+        if isinstance(m, nn.Linear) and isinstance(quantized, QuantLinear):
+            m.weight.data.copy_(quantized.dequantized_weight())
     return twin
 
 
@@ -328,8 +330,24 @@ def test_quantize_gpt2_leaves_the_tied_head_alone():
         f"h.{i}.{p}" for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
     }
     assert type(qmodel.lm_head) is nn.Linear and qmodel.lm_head.weight is qmodel.wte.weight
-    head = quantize_model(copy.deepcopy(fmodel), "int8", quantize_tied=True)
-    assert isinstance(head.lm_head, QuantLinear) and type(head.wte) is nn.Embedding
+
+
+@pytest.mark.parametrize("name", ["int8", "int4-g32", "int4-g32-asym"])
+def test_quantize_tied_reads_the_embedding_from_the_quantized_head(name):
+    fmodel = tiny()
+    qmodel = quantize_model(copy.deepcopy(fmodel), name, quantize_tied=True, kernel="reference")
+    assert isinstance(qmodel.lm_head, QuantLinear) and isinstance(qmodel.wte, QuantEmbedding)
+    assert qmodel.wte.head is qmodel.lm_head  # one set of buffers, no float table left
+    assert all(p is not fmodel.wte.weight for p in qmodel.parameters())
+    idx = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(15))
+    assert torch.equal(qmodel.wte(idx), qmodel.lm_head.dequantized_weight()[idx])
+    # the float model with the tied matrix (embedding and head at once) replaced by its dequantized copy
+    twin = dequantized_twin(qmodel, fmodel)
+    assert twin.wte.weight is twin.lm_head.weight
+    with torch.no_grad():
+        torch.testing.assert_close(qmodel(idx)[0], twin(idx)[0], rtol=1e-5, atol=1e-5)
+    float_table = fmodel.wte.weight.numel() * 4
+    assert weight_bytes(qmodel) < weight_bytes(fmodel) - float_table  # the float table is gone
 
 
 @pytest.mark.parametrize(("llama", "name"), [(False, "int8"), (True, "int4-g32-asym")])
