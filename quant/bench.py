@@ -7,7 +7,7 @@ dequantized to float32):
 - **quality**: perplexity on the first ``--ppl-tokens`` tokens of WikiText-2's test split (the
   tokenized v1 text in ``$LLM_COURSE_DATA/wikitext2``), cut into independent windows of ``--window``
   tokens, for the baseline, our weight-only INT8 and INT4 schemes (``quant.weight_only``; every Linear,
-  the tied output head included, while the embedding table stays float32), and ggml's
+  the tied output head included, whose quantized rows also serve as the embedding), and ggml's
   Q8_0 / Q4_0 / Q4_1 re-quantized from the baseline (``quant.ggml_blocks``, as ``quant.export`` writes
   them); with weight bytes per parameter and, for the ggml types, the size of the exported file;
 - **CPU speed**: decode tokens/s at each ``--batch`` (prompt ``--prompt-len``, ``--new-tokens`` greedy
