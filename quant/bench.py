@@ -6,8 +6,9 @@ dequantized to float32):
 
 - **quality**: perplexity on the first ``--ppl-tokens`` tokens of WikiText-2's test split (the
   tokenized v1 text in ``$LLM_COURSE_DATA/wikitext2``), cut into independent windows of ``--window``
-  tokens, for the baseline, our weight-only INT8 and INT4 schemes (``quant.weight_only``; every Linear,
-  the tied output head included, whose quantized rows also serve as the embedding), and ggml's
+  tokens, for the baseline, our weight-only INT8 and INT4 schemes (``quant.weight_only``: the blocks'
+  Linears in the scheme, the tied head in int8, its quantized rows also serving as the embedding; one
+  row puts the head in int4 too), and ggml's
   Q8_0 / Q4_0 / Q4_1 re-quantized from the baseline (``quant.ggml_blocks``, as ``quant.export`` writes
   them); with weight bytes per parameter and, for the ggml types, the size of the exported file;
 - **CPU speed**: decode tokens/s at each ``--batch`` (prompt ``--prompt-len``, ``--new-tokens`` greedy
@@ -107,18 +108,29 @@ def ggml_round_trip(model, qtype: str):
     return twin
 
 
+def quantized(base, scheme: str, head: str = "int8"):
+    """A copy of ``base`` with its blocks' Linears in ``scheme`` and its tied head (which is also the
+    embedding) in ``head``: llama.cpp likewise keeps a tied ``token_embd`` at Q8_0 in its 4-bit files."""
+    model = quantize_model(copy.deepcopy(base), scheme)  # leaves the tied head alone
+    return quantize_model(model, head, quantize_tied=True)  # the head, and the embedding reads it
+
+
 def quality_rows(cfg: BenchConfig, base, tok, n_params: int) -> list[dict]:
     tokens = wikitext_tokens(tok, cfg.ppl_tokens)
     rows = [dict(name="baseline (shipped Q4_1, dequantized)", ppl=perplexity(base, tokens, cfg.window),
                  bytes_per_param=weight_bytes(base) / n_params)]  # fmt: skip
-    for scheme in cfg.schemes:
+    variants = [(scheme, "int8") for scheme in cfg.schemes]
+    if "int4-g64" in cfg.schemes:  # what the tied head's precision costs
+        variants.append(("int4-g64", "int4-g64"))
+    for scheme, head in variants:
+        name = scheme if head == "int8" else f"{scheme}, head {head} too"
         try:
-            model = quantize_model(copy.deepcopy(base), scheme, quantize_tied=True)
+            model = quantized(base, scheme, head)
         except ValueError as err:  # e.g. group 128 does not divide SmolLM2's width 576
-            rows.append(dict(name=scheme, ppl=None, bytes_per_param=None, note=str(err)))
+            rows.append(dict(name=name, ppl=None, bytes_per_param=None, note=str(err)))
             continue
         ppl = perplexity(model, tokens, cfg.window)
-        rows.append(dict(name=scheme, ppl=ppl, bytes_per_param=weight_bytes(model) / n_params))
+        rows.append(dict(name=name, ppl=ppl, bytes_per_param=weight_bytes(model) / n_params))
     with tempfile.TemporaryDirectory() as tmp:
         for qtype in GGML_TYPES:
             size = export_gguf(base, tok, Path(tmp) / f"{qtype}.gguf", qtype).stat().st_size
@@ -147,26 +159,28 @@ def sync(device: torch.device) -> None:
 def time_ours(model, idx: torch.Tensor, cfg: BenchConfig) -> float:
     B, T = idx.shape
     best = math.inf
-    for _ in range(cfg.repeats):
-        cache = ContiguousKVCache(
-            model.config, B, T + cfg.new_tokens, dtype=model.ln_f.weight.dtype, device=idx.device
-        )
+    for run in range(cfg.repeats + 1):  # run 0 warms up (compiled kernels, allocator) and is not timed
+        new = 2 if run == 0 else cfg.new_tokens
+        cache = ContiguousKVCache(model.config, B, T + new, dtype=model.ln_f.weight.dtype, device=idx.device)
         t0 = time.perf_counter()
-        model.generate(idx, cfg.new_tokens, temperature=0.0, cache=cache)
+        model.generate(idx, new, temperature=0.0, cache=cache)
         sync(idx.device)
-        best = min(best, time.perf_counter() - t0)
+        if run:
+            best = min(best, time.perf_counter() - t0)
     return B * cfg.new_tokens / best
 
 
 @torch.no_grad()
 def time_hf(hf, idx: torch.Tensor, cfg: BenchConfig) -> float:
     best = math.inf
-    for _ in range(cfg.repeats):
+    for run in range(cfg.repeats + 1):  # run 0 warms up and is not timed
+        new = 2 if run == 0 else cfg.new_tokens
         t0 = time.perf_counter()
-        hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=cfg.new_tokens,
-                    min_new_tokens=cfg.new_tokens, do_sample=False)  # fmt: skip
+        hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=new, min_new_tokens=new,
+                    do_sample=False)  # fmt: skip
         sync(idx.device)
-        best = min(best, time.perf_counter() - t0)
+        if run:
+            best = min(best, time.perf_counter() - t0)
     return idx.size(0) * cfg.new_tokens / best
 
 
@@ -191,9 +205,7 @@ def speed_rows(cfg: BenchConfig, base, tok, gguf_path: Path) -> list[dict]:
     tokens = wikitext_tokens(tok, max(cfg.batch) * cfg.prompt_len)
     variants = {"ours fp32": lambda: base, "ours bf16": lambda: copy.deepcopy(base).to(torch.bfloat16)}
     for scheme in ("int8", "int4-g64"):
-        variants[f"ours {scheme}"] = lambda s=scheme: quantize_model(
-            copy.deepcopy(base), s, quantize_tied=True
-        )
+        variants[f"ours {scheme}"] = lambda s=scheme: quantized(base, s)
     hf = to_hf(base)
     rows = []
     for name, build in [*variants.items(), ("HF fp32 generate", None)]:

@@ -63,7 +63,9 @@ def plot(result: dict, path) -> None:
     ax2.set_xticks([i + width * (len(batches) - 1) / 2 for i in range(len(rows))])
     ax2.set_xticklabels([r["name"] for r in rows], rotation=30, ha="right", fontsize=7)
     ax2.set_ylabel("decode tokens/s")
-    ax2.set_title(f"CPU decode, {result['config']['threads']} threads", fontsize=9)
+    cfg = result["config"]
+    threads = f", {cfg['threads']} threads" if cfg["device"] == "cpu" else ""
+    ax2.set_title(f"decode on {cfg['device']}{threads}", fontsize=9)
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
