@@ -3,8 +3,8 @@
 Teaches how a quantized model is laid out on disk and in memory, and measures the accuracy, size and
 speed that each format trades. Reading order:
 
-- ``gguf.py``: the GGUF v3 container (header, typed metadata, tensor infos, alignment), read and written
-  by hand;
+- ``gguf.py`` and ``gguf_writer.py``: the GGUF v3 container (header, typed metadata, tensor infos,
+  alignment), read and written by hand;
 - ``ggml_blocks.py``: ggml's block formats (Q8_0, Q4_0, Q4_1 both ways; Q4_K, Q6_K dequantized);
 - ``tokenizer.py``: the tokenizer a GGUF carries, built by ``bpe``;
 - ``load.py``: ``load_gguf`` -> (GPT, tokenizer): SmolLM2-135M-Instruct in our own ``gpt.GPT``;
@@ -20,7 +20,8 @@ llama.cpp ``ggml-quants.c``; Dettmers et al. 2022 (LLM.int8()); Frantar et al. 2
 
 from quant.export import export_gguf
 from quant.ggml_blocks import GGMLType, dequantize, quantize
-from quant.gguf import GGUFError, GGUFFile, TensorInfo, read_gguf, write_gguf
+from quant.gguf import GGUFError, GGUFFile, TensorInfo, read_gguf
+from quant.gguf_writer import write_gguf
 from quant.load import load_gguf, smollm2_path
 from quant.tokenizer import tokenizer_from_gguf
 from quant.weight_only import QuantEmbedding, QuantLinear, QuantScheme, quantize_model, weight_bytes

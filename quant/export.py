@@ -2,7 +2,7 @@
 
 The writer reuses every piece of the reader: the key table of ``quant.load`` (read from our side), the
 block formats of ``quant.ggml_blocks`` (``quantize``), the tokenizer metadata of ``quant.tokenizer`` and
-``quant.gguf.write_gguf`` (atomic). What is new is the choice a quantizer makes per tensor: matrices
+``quant.gguf_writer.write_gguf`` (atomic). What is new is the choice a quantizer makes per tensor: matrices
 take the requested type, vectors (the RMSNorm gains) stay F32, as llama.cpp keeps them, since they are
 tiny and every activation is multiplied by them, and in 4-bit exports the token embedding (which a tied
 model also uses as its output layer) stays Q8_0, as in the shipped SmolLM2 file. The q/k rows go back to
@@ -21,7 +21,8 @@ from torch import Tensor
 from gpt import GPT
 from gpt.positions import interleaved_to_half_permutation
 from quant.ggml_blocks import GGMLType
-from quant.gguf import GGUFValueType, write_gguf
+from quant.gguf import GGUFValueType
+from quant.gguf_writer import write_gguf
 from quant.load import gguf_key_table
 from quant.tokenizer import gguf_tokenizer_metadata
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from quant.ggml_blocks import GGMLType, quantize
-from quant.gguf import GGUFError, GGUFValueType, read_gguf, write_gguf
+from quant.gguf import GGUFError, GGUFValueType, read_gguf
+from quant.gguf_writer import write_gguf
 
 gguf = pytest.importorskip("gguf")
 

@@ -12,7 +12,8 @@ import torch
 from gpt import from_pretrained
 from kvcache import ContiguousKVCache
 from quant.ggml_blocks import GGMLType
-from quant.gguf import read_gguf, write_gguf
+from quant.gguf import read_gguf
+from quant.gguf_writer import write_gguf
 from quant.load import config_from_gguf, gguf_to_half_rows, load_gguf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
