@@ -41,8 +41,7 @@ from gpt.data.paths import dataset_path
 from gpt.flags import parse_dataclass
 from kvcache import ContiguousKVCache
 from quant.bench_report import plot, report
-from quant.export import export_gguf
-from quant.ggml_blocks import GGMLType, dequantize, quantize
+from quant.export import export_gguf, ggml_round_trip
 from quant.load import load_gguf, smollm2_path
 from quant.weight_only import quantize_model, weight_bytes
 
@@ -94,18 +93,6 @@ def perplexity(model, tokens: torch.Tensor, window: int) -> float:
         _, loss = model(row[:, :-1], targets=row[:, 1:])
         total, count = total + loss.item() * row[:, 1:].numel(), count + row[:, 1:].numel()
     return math.exp(total / count)
-
-
-def ggml_round_trip(model, qtype: str):
-    """A copy whose matrices went through ggml's ``qtype`` (the embedding Q8_0 in 4-bit types, as export)."""
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, p in twin.named_parameters():
-            if p.dim() == 2:
-                kind = GGMLType.Q8_0 if name == "wte.weight" and qtype != "Q8_0" else GGMLType[qtype]
-                w = p.detach().float().cpu().numpy()
-                p.copy_(torch.from_numpy(dequantize(quantize(w, kind), kind, w.shape)))
-    return twin
 
 
 def quantized(base, scheme: str, head: str = "int8"):

@@ -12,6 +12,7 @@ Reference: llama.cpp ``convert_hf_to_gguf.py`` (metadata keys, ``LlamaModel.perm
 ``gguf-py/gguf/constants.py`` (``LlamaFileType``).
 """
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from gpt import GPT
 from gpt.positions import interleaved_to_half_permutation
-from quant.ggml_blocks import GGMLType
+from quant.ggml_blocks import GGMLType, dequantize, quantize
 from quant.gguf import GGUFValueType
 from quant.gguf_writer import write_gguf
 from quant.load import gguf_key_table
@@ -35,6 +36,26 @@ def half_to_gguf_rows(w: Tensor, n_head: int) -> Tensor:
     hs = w.size(0) // n_head
     inverse = torch.argsort(interleaved_to_half_permutation(hs))
     return w.view(n_head, hs, -1)[:, inverse].reshape(w.shape)  # (nh, hs, C) rows reordered per head
+
+
+def tensor_type(qtype: str, dims: int, embedding: bool) -> GGMLType:
+    """The ggml type export writes a tensor in: vectors F32, the token embedding Q8_0 in 4-bit files,
+    every other matrix ``qtype``."""
+    if dims < 2:
+        return GGMLType.F32
+    return GGMLType.Q8_0 if embedding and qtype in ("Q4_0", "Q4_1") else GGMLType[qtype]
+
+
+def ggml_round_trip(model: GPT, qtype: str) -> GPT:
+    """A copy of ``model`` whose weights went through export's formats in memory: what ``load_gguf``
+    returns for ``export_gguf(model, ..., qtype)``, without the file."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in twin.named_parameters():
+            kind = tensor_type(qtype, p.dim(), embedding=name == "wte.weight")
+            w = p.detach().float().cpu().numpy()
+            p.copy_(torch.from_numpy(dequantize(quantize(w, kind), kind, w.shape)))
+    return twin
 
 
 def model_metadata(model: GPT, name: str) -> dict:
@@ -71,7 +92,6 @@ def export_gguf(model: GPT, tokenizer, path, qtype: str = "Q8_0", name: str = "l
     check_exportable(model, qtype)
     cfg = model.config
     ours = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    matrix_type = GGMLType[qtype]
     tensors = []
     for our_name, gguf_name in gguf_key_table(cfg):
         if "{}" in gguf_name:
@@ -83,9 +103,7 @@ def export_gguf(model: GPT, tokenizer, path, qtype: str = "Q8_0", name: str = "l
             tensors.append((gguf_name, ours[our_name]))
     entries = []
     for tensor_name, t in tensors:
-        ggml_type = matrix_type if t.dim() == 2 else GGMLType.F32
-        if tensor_name == "token_embd.weight" and qtype in ("Q4_0", "Q4_1"):
-            ggml_type = GGMLType.Q8_0
+        ggml_type = tensor_type(qtype, t.dim(), embedding=tensor_name == "token_embd.weight")
         if t.dim() == 2 and t.size(1) % ggml_type.block_size:
             raise ValueError(
                 f"{tensor_name}: rows of {t.size(1)} values do not split into {qtype} blocks of "

@@ -2,17 +2,15 @@
 
 Tolerances: an F32 export is lossless, so transformers' logits on it equal our model's within 1e-4
 (measured: 0.0). A quantized export is compared with our model whose matrices went through the same
-ggml round trip in memory (``ggml_blocks.quantize`` then ``dequantize``): equal within 1e-4 too, so the
-only difference from the original is the quantization itself, which the bench measures as perplexity.
+ggml round trip in memory (``quant.export.ggml_round_trip``: ``ggml_blocks.quantize`` then ``dequantize``):
+equal within 1e-4 too, so the only difference from the original is the quantization itself, which the bench
+measures as perplexity.
 """
-
-import copy
 
 import pytest
 import torch
 
-from quant.export import EXPORT_TYPES, export_gguf, half_to_gguf_rows
-from quant.ggml_blocks import GGMLType, dequantize, quantize
+from quant.export import EXPORT_TYPES, export_gguf, ggml_round_trip, half_to_gguf_rows
 from quant.load import gguf_to_half_rows, load_gguf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,20 +20,6 @@ TEXT = "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein"
 def hf_load(path):
     transformers = pytest.importorskip("transformers")
     return transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
-
-
-def round_tripped(model, qtype: str):
-    """A copy of ``model`` whose weights went through export's per-tensor ggml formats in memory."""
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, p in twin.named_parameters():
-            if p.dim() == 2:
-                kind = (
-                    GGMLType.Q8_0 if name == "wte.weight" and qtype in ("Q4_0", "Q4_1") else GGMLType[qtype]
-                )
-                w = p.detach().numpy()
-                p.copy_(torch.from_numpy(dequantize(quantize(w, kind), kind, w.shape)))
-    return twin
 
 
 def logits(model, tok, hf=False):
@@ -50,7 +34,7 @@ def logits(model, tok, hf=False):
 def test_export_loads_in_transformers(smollm2, tmp_path, qtype):
     model, tok = smollm2
     path = export_gguf(model, tok, tmp_path / f"smollm2-{qtype}.gguf", qtype)
-    reference = model if qtype == "F32" else round_tripped(model, qtype)
+    reference = model if qtype == "F32" else ggml_round_trip(model, qtype)
     want = logits(reference, tok)
     assert (logits(hf_load(path), tok, hf=True) - want).abs().max().item() <= 1e-4
     ours, tok_again = load_gguf(path)
