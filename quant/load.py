@@ -128,8 +128,9 @@ def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_tensors(gguf: GGUFFile, config: GPTConfig, total_layers: int) -> None:
-    """Every tensor the config needs is there with its shape, and the file has nothing we would drop."""
+def check_tensors(gguf: GGUFFile, config: GPTConfig) -> None:
+    """Every tensor the config needs is there with its shape, and the file has nothing we would drop
+    (the layers past ``config.n_layer`` of a sliced load aside)."""
     expected = expected_shapes(config)
     for name, shape in expected.items():
         if name not in gguf.tensors:
@@ -139,8 +140,13 @@ def check_tensors(gguf: GGUFFile, config: GPTConfig, total_layers: int) -> None:
                 f"{gguf.path}: tensor {name!r} has shape {gguf.tensors[name].shape}, but the metadata "
                 f"implies {shape}"
             )
-    skipped = {f"blk.{i}.{name}" for i in range(config.n_layer, total_layers) for name in GGUF_LAYER_NAMES}
-    unknown = [n for n in gguf.tensors if n not in expected and n not in skipped]
+    layer_names = set(GGUF_LAYER_NAMES)
+
+    def sliced_off(name: str) -> bool:  # blk.{i}.<a layer tensor> with i >= n_layer
+        _, i, rest = name.split(".", 2) if name.startswith("blk.") and name.count(".") >= 2 else ("", "", "")
+        return i.isdigit() and int(i) >= config.n_layer and rest in layer_names
+
+    unknown = [n for n in gguf.tensors if n not in expected and not sliced_off(n)]
     if unknown:
         raise ValueError(f"{gguf.path}: tensors we do not know how to use: {unknown[:5]}")
 
@@ -153,7 +159,7 @@ def load_gguf(path=None, dtype: torch.dtype = torch.float32, n_layer: int | None
     """
     gguf = read_gguf(smollm2_path() if path is None else path)
     config = config_from_gguf(gguf, n_layer)
-    check_tensors(gguf, config, int(gguf.metadata[f"{gguf.metadata['general.architecture']}.block_count"]))
+    check_tensors(gguf, config)
     tokenizer = tokenizer_from_gguf(gguf.metadata)
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(
