@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 from gpt import to_hf
-from gpt.data.paths import dataset_path
 from gpt.flags import parse_dataclass
+from gpt.perplexity import perplexity, wikitext2_tokens
 from kvcache import ContiguousKVCache
 from quant.bench_report import plot, report
 from quant.export import export_gguf, ggml_round_trip
@@ -75,26 +75,6 @@ class BenchConfig:
 # -- quality -------------------------------------------------------------------------------------------
 
 
-def wikitext_tokens(tokenizer, n: int) -> torch.Tensor:
-    """The first ``n`` token ids of WikiText-2's test split."""
-    text = dataset_path("wikitext2", "test.txt").read_text(encoding="utf-8")
-    ids = tokenizer.encode(text[: 8 * n], allowed_special="none")  # ~4 characters per token: enough
-    if len(ids) < n:
-        raise ValueError(f"WikiText-2 test gave {len(ids)} tokens, fewer than ppl_tokens={n}")
-    return torch.tensor(ids[:n])
-
-
-@torch.no_grad()
-def perplexity(model, tokens: torch.Tensor, window: int) -> float:
-    """exp(mean next-token loss) over independent windows of ``window`` tokens (the tail is dropped)."""
-    rows = tokens[: len(tokens) // window * window].view(-1, window)  # (n_windows, window)
-    total, count = 0.0, 0
-    for row in rows.split(4):  # 4 windows per forward
-        _, loss = model(row[:, :-1], targets=row[:, 1:])
-        total, count = total + loss.item() * row[:, 1:].numel(), count + row[:, 1:].numel()
-    return math.exp(total / count)
-
-
 def quantized(base, scheme: str, head: str = "int8"):
     """A copy of ``base`` with its blocks' Linears in ``scheme`` and its tied head (which is also the
     embedding) in ``head``: llama.cpp likewise keeps a tied ``token_embd`` at Q8_0 in its 4-bit files."""
@@ -103,7 +83,7 @@ def quantized(base, scheme: str, head: str = "int8"):
 
 
 def quality_rows(cfg: BenchConfig, base, tok, n_params: int) -> list[dict]:
-    tokens = wikitext_tokens(tok, cfg.ppl_tokens)
+    tokens = wikitext2_tokens(tok, cfg.ppl_tokens)
     rows = [dict(name="baseline (shipped Q4_1, dequantized)", ppl=perplexity(base, tokens, cfg.window),
                  bytes_per_param=weight_bytes(base) / n_params)]  # fmt: skip
     variants = [(scheme, "int8") for scheme in cfg.schemes]
@@ -189,7 +169,7 @@ def time_llama_cpp(path: Path, idx: torch.Tensor, cfg: BenchConfig) -> float | N
 
 
 def speed_rows(cfg: BenchConfig, base, tok, gguf_path: Path) -> list[dict]:
-    tokens = wikitext_tokens(tok, max(cfg.batch) * cfg.prompt_len)
+    tokens = wikitext2_tokens(tok, max(cfg.batch) * cfg.prompt_len)
     variants = {"ours fp32": lambda: base, "ours bf16": lambda: copy.deepcopy(base).to(torch.bfloat16)}
     for scheme in ("int8", "int4-g64"):
         variants[f"ours {scheme}"] = lambda s=scheme: quantized(base, s)
