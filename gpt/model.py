@@ -188,9 +188,17 @@ class GPT(nn.Module):
     # -- forward ------------------------------------------------------------------------------------
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, cache=None, logits_rows: Tensor | None = None
+        self,
+        idx: Tensor | None = None,
+        targets: Tensor | None = None,
+        cache=None,
+        logits_rows: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) long token ids -> logits (B, T, vocab) and, with targets (B, T), the mean loss.
+
+        ``inputs_embeds`` (B, T, C) replaces ``self.wte(idx)`` (pass exactly one of the two; HF's name):
+        soft prompts and image embeddings enter the decoder here; positions are added as for tokens.
 
         ``targets[b, t]`` is the token that should follow ``idx[b, t]`` (already shifted); entries equal
         to -100 are ignored. ``cache`` is any :class:`gpt.attention.KVCache`. ``logits_rows`` (n,) picks
@@ -202,14 +210,28 @@ class GPT(nn.Module):
         range-checked and, with a cache, neither are positions: that happens once where the input enters
         (``generate``, the engine's ``add_request``, the training loop's first batch).
         """
-        if not isinstance(idx, Tensor) or idx.dtype not in (torch.long, torch.int32, torch.int64):
-            got = idx.dtype if isinstance(idx, Tensor) else type(idx).__name__
-            raise TypeError(f"idx must be an integer tensor of token ids (torch.long), got {got}")
-        if idx.dim() != 2:
-            raise ValueError(
-                f"idx must be (B, T), got shape {tuple(idx.shape)}; add a batch dim with idx[None]"
-            )
-        B, T = idx.shape
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx (B, T) token ids or inputs_embeds (B, T, C)")
+        if inputs_embeds is not None:
+            C = self.config.n_embd
+            if not isinstance(inputs_embeds, Tensor) or not inputs_embeds.is_floating_point():
+                e = inputs_embeds
+                got = e.dtype if isinstance(e, Tensor) else type(e).__name__
+                raise TypeError(f"inputs_embeds must be a floating-point tensor (B, T, C), got {got}")
+            if inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != C:
+                shape = tuple(inputs_embeds.shape)
+                raise ValueError(f"inputs_embeds must be (B, T, C={C}), got shape {shape}")
+            inputs = inputs_embeds[..., 0]  # (B, T): a view whose shape stands for the input's
+        else:
+            if not isinstance(idx, Tensor) or idx.dtype not in (torch.long, torch.int32, torch.int64):
+                got = idx.dtype if isinstance(idx, Tensor) else type(idx).__name__
+                raise TypeError(f"idx must be an integer tensor of token ids (torch.long), got {got}")
+            if idx.dim() != 2:
+                raise ValueError(
+                    f"idx must be (B, T), got shape {tuple(idx.shape)}; add a batch dim with idx[None]"
+                )
+            inputs = idx
+        B, T = inputs.shape
         step = None
         if cache is not None:
             # the cache's positions live on the device: reading their max here would stall every decode
@@ -219,15 +241,15 @@ class GPT(nn.Module):
             positions = step.positions  # (B, T), each sequence's own positions
             assert positions.shape == (B, T), f"cache positions {tuple(positions.shape)} != {(B, T)}"
         else:
-            if idx.size(1) > self.config.block_size:  # a Python int: no sync
+            if inputs.size(1) > self.config.block_size:  # a Python int: no sync
                 raise ValueError(
                     f"sequence of length {T} is longer than block_size={self.config.block_size} "
                     "(the context the model was configured for); crop the input to the last block_size "
                     "tokens or build the model with a larger block_size"
                 )
-            positions = torch.arange(T, device=idx.device)[None]  # (1, T): the same for every sequence
+            positions = torch.arange(T, device=inputs.device)[None]  # (1, T): the same for every sequence
 
-        x = self.wte(idx)  # (B, T, C)
+        x = self.wte(idx) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         if self.wpe is not None:
             x = x + self.wpe(positions)
         elif self.config.pos == "sinusoidal":
@@ -244,7 +266,7 @@ class GPT(nn.Module):
                 raise ValueError("logits_rows and targets cannot be combined: the loss needs every position")
             return self.lm_head(x.flatten(0, 1)[logits_rows]), None  # (n, vocab)
         logits = self.lm_head(x)  # (B, T, vocab)
-        loss = None if targets is None else token_cross_entropy(logits, targets, idx)
+        loss = None if targets is None else token_cross_entropy(logits, targets, inputs)
         return logits, loss
 
     # -- generation ---------------------------------------------------------------------------------
