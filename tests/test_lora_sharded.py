@@ -1,0 +1,263 @@
+"""FSDP2 sharded full fine-tuning (lora.sharded) on a tiny tied Llama-style GPT, 2 gloo ranks on the CPU.
+
+Against one plain process (no FSDP, the whole global batch): the same losses and weights within 1e-5
+after a few AdamW steps. A sharded checkpoint consolidates into a plain GPT, a plain state dict loads
+into the sharded model, a resume from a sharded checkpoint is exact, and each rank's memory report
+equals the arithmetic of its shards. The two ranks run ``tests/lora_fsdp_worker.py`` under
+``torchrun --standalone --nproc_per_node=2`` once per test run (about 10 s).
+
+The model's sizes are chosen so FSDP pads: vocab 97 and ffn 75 rows do not split evenly in two.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lora.sharded as sharded
+from gpt.model import GPT, GPTConfig
+from gpt.training.distributed import DistInfo
+from lora.sharded import consolidate, load_sharded, memory_report, save_sharded, shard_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = dict(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, ffn_hidden=75)
+CONFIG["tie_embeddings"] = True  # as SmolLM2: lm_head.weight is wte.weight
+LR, WEIGHT_DECAY, STEPS, SAVE_AT, WORLD = 1e-2, 0.1, 4, 2, 2
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_gpt(seed: int) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.llama(**CONFIG))
+
+
+def global_batches() -> torch.Tensor:
+    """(STEPS, B, T + 1) tokens from a 10-token alphabet, so a few steps lower the loss."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 10, (STEPS, 4, CONFIG["block_size"] + 1), generator=g)
+
+
+def one_process() -> tuple[list[float], GPT]:
+    """The reference: a plain GPT and AdamW, each step on the whole global batch."""
+    model = tiny_gpt(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    losses = []
+    for batch in global_batches():
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, model
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    """The worker's output folder and each rank's record (losses, memory report, loaded extra)."""
+    out = tmp_path_factory.mktemp("fsdp")
+    spec = dict(
+        config=CONFIG,
+        init=tiny_gpt(0).state_dict(),
+        full=tiny_gpt(1).state_dict(),
+        batches=global_batches(),
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        save_at=SAVE_AT,
+    )
+    torch.save(spec, out / "spec.pt")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
+    worker = [*launch, "tests/lora_fsdp_worker.py", str(out)]
+    run = subprocess.run(worker, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return out, records
+
+
+def assert_same_weights(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)
+
+
+def test_two_ranks_equal_one_process(fsdp_run):
+    out, records = fsdp_run
+    ref_losses, ref_model = one_process()
+    assert ref_losses[-1] < ref_losses[0]  # it learns, so the steps moved the weights
+    for record in records:
+        assert len(record["losses"]) == STEPS
+        for step, (a, b) in enumerate(zip(record["losses"], ref_losses, strict=True), start=1):
+            assert abs(a - b) <= 1e-5, (step, a, b)
+    assert_same_weights(consolidate(out / "last"), ref_model.state_dict(), atol=1e-5)
+
+
+def test_sharded_checkpoint_loads_into_a_plain_gpt(fsdp_run):
+    """consolidate -> GPT.load_state_dict (strict): the head is tied again, logits as the reference."""
+    out, _ = fsdp_run
+    full = consolidate(out / "last")
+    assert full["lm_head.weight"] is full["wte.weight"]  # stored once, tied again
+    plain = tiny_gpt(5)
+    plain.load_state_dict(full)
+    assert plain.lm_head.weight is plain.wte.weight
+    _, ref_model = one_process()
+    idx = global_batches()[0][:, :-1]
+    with torch.no_grad():
+        torch.testing.assert_close(plain(idx)[0], ref_model(idx)[0], rtol=0, atol=1e-5)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp or old folders
+
+
+def test_plain_state_dict_loads_into_the_sharded_model(fsdp_run):
+    """Rank 0's full state dict, broadcast into the shards: the same loss, gathered and saved back exactly."""
+    out, records = fsdp_run
+    full = tiny_gpt(1)
+    batch = global_batches()[0]
+    with torch.no_grad():
+        ref = full(batch[:, :-1], batch[:, 1:])[1].item()
+    for record in records:
+        assert abs(record["from_full_loss"] - ref) <= 1e-6, (record["from_full_loss"], ref)
+    assert_same_weights(consolidate(out / "from_full"), full.state_dict(), atol=0)
+    assert_same_weights(torch.load(out / "gathered.pt", weights_only=True), full.state_dict(), atol=0)
+
+
+def test_resume_from_a_sharded_checkpoint_is_exact(fsdp_run):
+    """Fresh model and optimizer + load_sharded(mid) + the remaining steps == the straight run."""
+    out, records = fsdp_run
+    for record in records:
+        assert record["loaded_extra"] == {"step": SAVE_AT, "rank": record["rank"]}  # each rank its own
+        assert record["resumed_losses"] == record["losses"][SAVE_AT:]
+    assert_same_weights(consolidate(out / "resumed"), consolidate(out / "last"), atol=0)
+
+
+def test_memory_report_equals_the_arithmetic(fsdp_run):
+    """Each rank holds rows [r * c, (r + 1) * c) of every parameter, c = ceil(rows / N); parameters and
+    gradients allocate c rows on every rank (the padding), AdamW's two moments only the rows held."""
+    _, records = fsdp_run
+    params = list(tiny_gpt(0).parameters())  # the tied matrix once
+    assert len(params) == len(dict(tiny_gpt(0).named_parameters(remove_duplicate=False))) - 1
+    full = sum(p.numel() * 4 for p in params)
+    chunk_bytes = [math.ceil(p.shape[0] / WORLD) * (p.numel() // p.shape[0]) * 4 for p in params]
+    row_bytes = [p.numel() // p.shape[0] * 4 for p in params]
+    held = [0] * WORLD
+    for p, rb, cb in zip(params, row_bytes, chunk_bytes, strict=True):
+        c = cb // rb
+        for r in range(WORLD):
+            held[r] += min(c, max(0, p.shape[0] - r * c)) * rb
+    assert sum(held) == full and sum(chunk_bytes) > full / WORLD  # the sizes do pad
+    for record in records:
+        report, r = record["memory"], record["rank"]
+        assert report["world_size"] == WORLD and report["rank"] == r
+        for kind in ("params", "grads"):
+            got = report[kind]
+            assert got["full"] == full and got["ideal"] == full / WORLD
+            assert got["local"] == held[r] and got["allocated"] == got["padded"] == sum(chunk_bytes)
+            assert full / WORLD <= got["allocated"] < full / WORLD + sum(row_bytes)  # < 1 row per param
+        opt = report["optimizer"]
+        assert opt["full"] == 2 * full and opt["local"] == opt["allocated"] == 2 * held[r]
+        assert opt["replicated"] == len(params) * torch.tensor(0.0).element_size()  # one step per param
+    assert sum(rec["memory"]["params"]["local"] for rec in records) == full
+
+
+# -- one process, no process group ----------------------------------------------------------------
+
+
+def single() -> DistInfo:
+    return DistInfo(0, 0, 1, torch.device("cpu"))
+
+
+def trained_one_step(seed: int = 0):
+    model = shard_model(tiny_gpt(seed), single())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    batch = global_batches()[0]
+    model(batch[:, :-1], batch[:, 1:])[1].backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_one_process_is_unsharded_and_its_report_is_the_full_size():
+    model = tiny_gpt(0)
+    assert shard_model(model, single()) is model
+    model, optimizer = trained_one_step()
+    report = memory_report(model, optimizer)
+    full = sum(p.numel() * 4 for p in model.parameters())
+    for kind, n in (("params", 1), ("grads", 1), ("optimizer", 2)):
+        got = report[kind]
+        assert got["full"] == got["ideal"] == got["padded"] == got["local"] == got["allocated"] == n * full
+
+
+def test_save_and_load_in_one_process(tmp_path):
+    model, optimizer = trained_one_step()
+    save_sharded(tmp_path / "ckpt", model, optimizer, {"step": 1, "note": "x"})
+    fresh = tiny_gpt(3)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=LR)
+    assert load_sharded(tmp_path / "ckpt", fresh, fresh_opt) == {"step": 1, "note": "x"}
+    assert_same_weights(fresh.state_dict(), model.state_dict(), atol=0)
+    assert fresh.lm_head.weight is fresh.wte.weight
+    a, b = optimizer.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert a.keys() == b.keys()
+    for i in a:
+        assert_same_weights(a[i], b[i], atol=0)
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, optimizer = trained_one_step()
+    save_sharded(tmp_path / "ckpt", model, optimizer, {"step": 1})
+    first = consolidate(tmp_path / "ckpt")
+    later, later_opt = trained_one_step(seed=7)
+
+    def dies_half_way(state, checkpoint_id, **kwargs):
+        (Path(checkpoint_id) / "__0_0.distcp").write_bytes(b"half a shard")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(sharded.dcp, "save", dies_half_way)
+    with pytest.raises(RuntimeError, match="killed"):
+        save_sharded(tmp_path / "ckpt", later, later_opt, {"step": 2})
+    fresh = tiny_gpt(3)
+    assert load_sharded(tmp_path / "ckpt", fresh, torch.optim.AdamW(fresh.parameters())) == {"step": 1}
+    assert_same_weights(consolidate(tmp_path / "ckpt"), first, atol=0)
+    monkeypatch.undo()
+    save_sharded(tmp_path / "ckpt", later, later_opt, {"step": 2})  # the next save clears the debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert_same_weights(consolidate(tmp_path / "ckpt"), later.state_dict(), atol=0)
+
+
+def test_a_crash_between_the_renames_reads_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, optimizer = trained_one_step()
+    save_sharded(tmp_path / "ckpt", model, optimizer, {"step": 1})
+    later, later_opt = trained_one_step(seed=7)
+    real_replace, calls = os.replace, []
+
+    def dies_after_first(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # ckpt -> .ckpt.old done, .ckpt.tmp -> ckpt not yet
+            raise OSError("power cut")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sharded.os, "replace", dies_after_first)
+    with pytest.raises(OSError, match="power cut"):
+        save_sharded(tmp_path / "ckpt", later, later_opt, {"step": 2})
+    monkeypatch.undo()
+    assert not (tmp_path / "ckpt").exists()
+    fresh = tiny_gpt(3)
+    assert load_sharded(tmp_path / "ckpt", fresh, torch.optim.AdamW(fresh.parameters())) == {"step": 1}
+    assert_same_weights(fresh.state_dict(), model.state_dict(), atol=0)
+    save_sharded(tmp_path / "ckpt", later, later_opt, {"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_user_errors(fsdp_run, tmp_path):
+    out, _ = fsdp_run
+    with pytest.raises(TypeError, match=r"shard_model expects a gpt\.GPT, got Linear"):
+        shard_model(torch.nn.Linear(2, 2), single())
+    with pytest.raises(ValueError, match="world_size=2 but no process group"):
+        shard_model(tiny_gpt(0), DistInfo(0, 0, 2, torch.device("cpu")))
+    model = tiny_gpt(0)
+    message = r"saved by 2 rank\(s\), this run has 1: resume with --nproc_per_node=2"
+    with pytest.raises(ValueError, match=message):
+        load_sharded(out / "last", model, torch.optim.AdamW(model.parameters()))
+    with pytest.raises(FileNotFoundError, match="no sharded checkpoint at"):
+        consolidate(tmp_path / "nothing")
