@@ -8,6 +8,7 @@ the global batches, a second state dict to load unsharded) and writes what the t
 - ``from_full``: the second state dict loaded into a sharded model from rank 0, its loss on batch 0,
   the model gathered back to rank 0 and saved sharded again;
 - ``rank{r}.json``: losses, this rank's memory report and what load_sharded returned.
+With ``gguf`` in the spec it runs SmolLM2 instead: load, shard, AdamW steps, the memory report.
 """
 
 import json
@@ -55,9 +56,24 @@ def step(model, optimizer, batch: torch.Tensor, info, report: dict | None = None
     return distributed.all_reduce_mean(loss.detach(), info).item()
 
 
+def smollm2(spec: dict, info) -> dict:
+    """The real model: every rank loads the GGUF, shards it, takes AdamW steps and reports its memory."""
+    from quant.load import load_gguf
+
+    model = shard_model(load_gguf(spec["gguf"])[0].train(), info)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
+    report = {}
+    losses = [step(model, optimizer, b, info, report) for b in spec["batches"]]
+    return {"rank": info.rank, "losses": losses, "memory": report}
+
+
 def main(out: Path) -> None:
     info = distributed.setup("cpu")
     spec = torch.load(out / "spec.pt", weights_only=True)
+    if "gguf" in spec:
+        (out / f"rank{info.rank}.json").write_text(json.dumps(smollm2(spec, info)))
+        distributed.teardown(info)
+        return
     batches, lr = spec["batches"], spec["lr"]
     record = {"rank": info.rank}
 

@@ -9,6 +9,7 @@ equals the arithmetic of its shards. The two ranks run ``tests/lora_fsdp_worker.
 The model's sizes are chosen so FSDP pads: vocab 97 and ffn 75 rows do not split evenly in two.
 """
 
+import copy
 import json
 import math
 import os
@@ -57,6 +58,48 @@ def one_process() -> tuple[list[float], GPT]:
     return losses, model
 
 
+def launch_workers(out: Path, spec: dict) -> list[dict]:
+    """``torchrun`` the worker on ``spec``; each rank's record."""
+    torch.save(spec, out / "spec.pt")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
+    worker = [*launch, "tests/lora_fsdp_worker.py", str(out)]
+    run = subprocess.run(worker, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+
+
+def padded_arithmetic(params: list[torch.nn.Parameter]) -> tuple[int, list[int], int, int]:
+    """(full bytes, bytes rank r holds, bytes every rank allocates, one row of each parameter): each
+    rank holds rows [r * c, (r + 1) * c) of a parameter, c = ceil(rows / N), and allocates all c rows."""
+    full, held, padded, rows = 0, [0] * WORLD, 0, 0
+    for p in params:
+        row = p.numel() // p.shape[0] * p.element_size()
+        c = math.ceil(p.shape[0] / WORLD)
+        full += p.numel() * p.element_size()
+        padded += c * row
+        rows += row
+        for r in range(WORLD):
+            held[r] += min(c, max(0, p.shape[0] - r * c)) * row
+    return full, held, padded, rows
+
+
+def assert_report_matches(records: list[dict], params: list[torch.nn.Parameter]) -> None:
+    """Parameters and gradients allocate the padded chunk, AdamW's two moments only the rows held."""
+    full, held, padded, rows = padded_arithmetic(params)
+    assert sum(held) == full
+    for record in records:
+        report, r = record["memory"], record["rank"]
+        assert report["world_size"] == WORLD and report["rank"] == r
+        for kind in ("params", "grads"):
+            got = report[kind]
+            assert got["full"] == full and got["ideal"] == full / WORLD
+            assert got["local"] == held[r] and got["allocated"] == got["padded"] == padded
+            assert full / WORLD <= got["allocated"] < full / WORLD + rows  # under 1 row per parameter
+        opt = report["optimizer"]
+        assert opt["full"] == 2 * full and opt["local"] == opt["allocated"] == 2 * held[r]
+        assert opt["replicated"] == len(params) * torch.tensor(0.0).element_size()  # one step per param
+
+
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     """The worker's output folder and each rank's record (losses, memory report, loaded extra)."""
@@ -70,13 +113,7 @@ def fsdp_run(tmp_path_factory):
         weight_decay=WEIGHT_DECAY,
         save_at=SAVE_AT,
     )
-    torch.save(spec, out / "spec.pt")
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
-    worker = [*launch, "tests/lora_fsdp_worker.py", str(out)]
-    run = subprocess.run(worker, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
-    return out, records
+    return out, launch_workers(out, spec)
 
 
 def assert_same_weights(a: dict, b: dict, atol: float) -> None:
@@ -134,32 +171,37 @@ def test_resume_from_a_sharded_checkpoint_is_exact(fsdp_run):
 
 
 def test_memory_report_equals_the_arithmetic(fsdp_run):
-    """Each rank holds rows [r * c, (r + 1) * c) of every parameter, c = ceil(rows / N); parameters and
-    gradients allocate c rows on every rank (the padding), AdamW's two moments only the rows held."""
     _, records = fsdp_run
-    params = list(tiny_gpt(0).parameters())  # the tied matrix once
-    assert len(params) == len(dict(tiny_gpt(0).named_parameters(remove_duplicate=False))) - 1
-    full = sum(p.numel() * 4 for p in params)
-    chunk_bytes = [math.ceil(p.shape[0] / WORLD) * (p.numel() // p.shape[0]) * 4 for p in params]
-    row_bytes = [p.numel() // p.shape[0] * 4 for p in params]
-    held = [0] * WORLD
-    for p, rb, cb in zip(params, row_bytes, chunk_bytes, strict=True):
-        c = cb // rb
-        for r in range(WORLD):
-            held[r] += min(c, max(0, p.shape[0] - r * c)) * rb
-    assert sum(held) == full and sum(chunk_bytes) > full / WORLD  # the sizes do pad
+    model = tiny_gpt(0)
+    params = list(model.parameters())  # the tied matrix once
+    assert len(params) == len(dict(model.named_parameters(remove_duplicate=False))) - 1
+    full, _, padded, _ = padded_arithmetic(params)
+    assert padded > full / WORLD  # vocab 97 and ffn 75 rows: these sizes do pad
+    assert_report_matches(records, params)
+
+
+@pytest.mark.slow
+def test_smollm2_two_ranks_equal_one_process(smollm2, smollm2_file, tmp_path):
+    """The real model: 2 AdamW steps sharded over 2 ranks == one process; per-rank memory as computed."""
+    model, tokenizer = smollm2
+    text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
+    ids = torch.tensor(tokenizer.encode(text)[:33])
+    batches = torch.stack([torch.stack([ids.roll(-i), ids.roll(-7 - i)]) for i in range(2)])  # (2, 2, 33)
+    spec = dict(gguf=str(smollm2_file), batches=batches, lr=1e-4, weight_decay=0.0)
+    records = launch_workers(tmp_path, spec)
+    plain = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(plain.parameters(), lr=spec["lr"], weight_decay=0.0)
+    ref = []
+    for batch in batches:
+        _, loss = plain(batch[:, :-1], batch[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ref.append(loss.item())
     for record in records:
-        report, r = record["memory"], record["rank"]
-        assert report["world_size"] == WORLD and report["rank"] == r
-        for kind in ("params", "grads"):
-            got = report[kind]
-            assert got["full"] == full and got["ideal"] == full / WORLD
-            assert got["local"] == held[r] and got["allocated"] == got["padded"] == sum(chunk_bytes)
-            assert full / WORLD <= got["allocated"] < full / WORLD + sum(row_bytes)  # < 1 row per param
-        opt = report["optimizer"]
-        assert opt["full"] == 2 * full and opt["local"] == opt["allocated"] == 2 * held[r]
-        assert opt["replicated"] == len(params) * torch.tensor(0.0).element_size()  # one step per param
-    assert sum(rec["memory"]["params"]["local"] for rec in records) == full
+        for a, b in zip(record["losses"], ref, strict=True):
+            assert abs(a - b) <= 1e-5, (record["losses"], ref)
+    assert_report_matches(records, list(model.parameters()))
 
 
 # -- one process, no process group ----------------------------------------------------------------
