@@ -189,7 +189,9 @@ def test_logits_match_peft_unmerged_merged_unmerged(tiny_llama, ours_targets, pe
     copy_to_peft(model, pm)
     idx = tokens(base.config.vocab_size)
     ref = pm(input_ids=idx).logits
-    assert max_diff(base(idx)[0], ref) > 0.1  # the adapters change the model: the checks below can fail
+    assert (
+        max_diff(base(idx)[0], ref) > 1000 * TOL
+    )  # the adapters change the logits: the checks below can fail
     assert max_diff(model(idx)[0], ref) < TOL
     merge_lora(model)
     pm.merge_adapter()
@@ -263,7 +265,7 @@ def test_gpt2_fused_conv1d_matches_peft(tiny_hf):
     copy_to_peft(model, pm, "gpt2")
     idx = tokens(base.config.vocab_size)
     ref = pm(input_ids=idx).logits
-    assert max_diff(base(idx)[0], ref) > 0.1
+    assert max_diff(base(idx)[0], ref) > 1000 * TOL
     assert max_diff(model(idx)[0], ref) < TOL
     merge_lora(model)
     pm.merge_adapter()
@@ -284,7 +286,7 @@ def test_smollm2_matches_peft(smollm2):
     idx = torch.tensor([tok.encode("The capital of France is")])
     with torch.no_grad():
         ref = pm(input_ids=idx).logits
-        assert max_diff(base(idx)[0], ref) > 0.1
+        assert max_diff(base(idx)[0], ref) > 1000 * TOL
         assert max_diff(model(idx)[0], ref) < TOL
         merge_lora(model)
         pm.merge_adapter()
