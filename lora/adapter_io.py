@@ -135,7 +135,7 @@ def load_adapter(model: nn.Module, directory) -> list[str]:
             if dora:
                 layer.lora_magnitude[name].copy_(parts["m"])
     freeze_base(model)
-    return list(plan)
+    return [m for m in layers if m in plan]  # model order
 
 
 def _read(directory: Path) -> tuple[dict, dict[str, dict[str, Tensor]]]:
