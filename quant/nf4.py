@@ -246,8 +246,10 @@ class NF4Linear(nn.Module):
 
     Buffers: ``packed``, ``absmax`` and, with double quantization, ``nested_absmax`` and ``offset``, as in
     :class:`NF4Weight`. The forward dequantizes the weight to ``compute_dtype`` and runs ``F.linear`` in
-    it (QLoRA computes in bfloat16); the output comes back in the input's dtype. ``bias`` stays a float
-    Parameter that needs no gradient.
+    it (QLoRA computes in bfloat16); the output comes back in the input's dtype. The backward dequantizes
+    again rather than keeping the float weight. ``bias`` stays a float Parameter that needs no gradient.
+    ``model.to(dtype)`` would round the fp32 ``nested_absmax`` and ``offset`` too: set ``compute_dtype``
+    instead.
     """
 
     def __init__(
@@ -341,7 +343,7 @@ class NF4Linear(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, this layer takes {self.in_features}")
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return F.linear(x.to(self.compute_dtype), self.dequantize(), bias).to(x.dtype)
+        return _DequantizeLinear.apply(x.to(self.compute_dtype), bias, self).to(x.dtype)
 
     def weight_nbytes(self) -> int:
         """Bytes the 4-bit weight takes (codes and absmax statistics; the bias not counted)."""
@@ -356,3 +358,23 @@ class NF4Linear(nn.Module):
             f"bias={self.bias is not None}, blocksize={self.blocksize}, double_quant={self.double_quant}, "
             f"compute_dtype={self.compute_dtype}"
         )
+
+
+class _DequantizeLinear(torch.autograd.Function):
+    """``F.linear(x, layer.dequantize(), bias)`` that dequantizes again in the backward instead of saving
+    the float weight: between forward and backward only the 4-bit buffers are held, which is where
+    QLoRA's training memory saving comes from (bitsandbytes ``MatMul4Bit`` does the same)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, bias: Tensor | None, layer: NF4Linear) -> Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.dequantize(), bias)  # (..., out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ ctx.layer.dequantize(grad.dtype)  # (..., out) @ (out, in) -> (..., in)
+        if ctx.needs_input_grad[1]:
+            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(dim=0)  # (out,)
+        return grad_x, grad_bias, None

@@ -119,8 +119,9 @@ def test_merge_into_nf4_raises():
     assert not layer.merged
 
 
-def test_a_few_steps_lower_the_loss():
-    qmodel = prepare_qlora(tiny())
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_a_few_steps_lower_the_loss(compute_dtype):
+    qmodel = prepare_qlora(tiny(), compute_dtype=compute_dtype)
     inject_lora(qmodel, ALL_LLAMA, r=8, alpha=16)
     qmodel.train()
     data = tokens(96, B=4, T=16, seed=3)

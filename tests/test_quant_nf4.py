@@ -276,3 +276,27 @@ def test_nf4_linear_bad_input():
     with pytest.raises(ValueError, match="blocksize"):
         NF4Linear(64, 32, blocksize=100)
     assert isinstance(layer.nf4_weight(), NF4Weight)
+
+
+def test_nf4_linear_backward_keeps_no_float_weight():
+    """The input gradient equals F.linear's on the dequantized weight, and autograd saved no (out, in)
+    float tensor between forward and backward (the backward dequantizes again)."""
+    torch.manual_seed(3)
+    linear = nn.Linear(192, 128)
+    layer = NF4Linear.from_linear(linear)
+    layer.bias.requires_grad_(True)
+    x = torch.randn(4, 192, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    bias_ref = linear.bias.detach().clone().requires_grad_(True)
+    saved, saved_ref = [], []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y = layer(x)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_ref.append(t.numel()) or t, lambda t: t):
+        y_ref = F.linear(x_ref, layer.dequantize(), bias_ref)
+    assert 128 * 192 in saved_ref and 128 * 192 not in saved  # F.linear keeps W (as W^T); we do not
+    grad = torch.randn(4, 128)
+    y.backward(grad)
+    y_ref.backward(grad)
+    assert torch.equal(y, F.linear(x, layer.dequantize(), linear.bias))
+    assert (x.grad - x_ref.grad).abs().max() <= 1e-6
+    assert (layer.bias.grad - bias_ref.grad).abs().max() <= 1e-6
