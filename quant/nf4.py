@@ -7,9 +7,9 @@ a code here is an index into a table, ``w ~ absmax * NF4[q]``, with one absmax p
 
 - **The codebook.** 8 quantiles for the positive half and 7 for the negative, spread evenly in
   probability between ``offset`` and 1/2, plus an exact 0, scaled so that the extremes are +-1 (the
-  asymmetric "extra value" type, so that 0 is a level). ``offset = 0.9677083`` is the mean of
-  1 - 1/(2*15) and 1 - 1/(2*16): the outermost quantile of a 15- and a 16-level grid (QLoRA,
-  Appendix E). :func:`nf4_codebook` rebuilds bitsandbytes' table from this bit for bit.
+  asymmetric "extra value" type, so that 0 is a level). bitsandbytes' ``offset = 0.9677083`` equals,
+  to its 7 digits, the mean of 1 - 1/(2*15) and 1 - 1/(2*16), the outermost bin centres of a 15- and
+  a 16-bin grid. :func:`nf4_codebook` rebuilds bitsandbytes' table from it bit for bit.
 - **Quantize** a block of 64: ``absmax = max|w|``, ``x = w * (1 / absmax)``, and the code is the
   nearest level (a value exactly between two levels takes the lower one).
 - **Double quantization** (QLoRA section 3): the fp32 absmax values, one per 64 weights, cost 0.5 bit
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 NF4_OFFSET = 0.9677083
 BLOCK_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' quantize_4bit accepts these
 
-# bitsandbytes functional.get_4bit_type("nf4"); QLoRA Appendix E lists the same values to 4 digits.
+# bitsandbytes functional.get_4bit_type("nf4"); the QLoRA paper's appendix lists the same values.
 NF4_CODE = torch.tensor(
     [
         -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
