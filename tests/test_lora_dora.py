@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from test_lora_lora import (
     ALL_LLAMA,
+    QUANTIZED,
     TOL,
     copy_to_peft,
     make_peft,
@@ -28,7 +29,7 @@ from torch import nn
 from gpt.hf import from_hf
 from lora.dora import DoRALinear
 from lora.inject import inject_lora, lora_layers, merge_lora, unmerge_lora
-from quant.weight_only import QuantLinear
+from lora.lora_linear import dense_weight
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,12 +141,14 @@ def test_gpt2_biased_conv1d_matches_peft(tiny_hf):
     assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
 
 
-def test_non_float_base_uses_the_dequantized_weight():
+@pytest.mark.parametrize("kind", sorted(QUANTIZED))
+def test_non_float_base_uses_the_dequantized_weight(kind):
+    """QDoRA: the norm and the recomputed W x come from the dequantized weight."""
     torch.manual_seed(0)
-    q = QuantLinear.from_linear(nn.Linear(64, 32), "int4-g32", kernel="reference")
+    q = QUANTIZED[kind](nn.Linear(64, 32))
     dense = nn.Linear(64, 32)
     with torch.no_grad():
-        dense.weight.copy_(q.dequantized_weight())
+        dense.weight.copy_(dense_weight(q))
         dense.bias.copy_(q.bias)
     ours, ref = DoRALinear(q, r=4, alpha=8), DoRALinear(dense, r=4, alpha=8)
     assert max_diff(ours.lora_magnitude["0"], ref.lora_magnitude["0"]) < TOL

@@ -27,6 +27,7 @@ from lora.inject import (
     unmerge_lora,
 )
 from lora.lora_linear import LoRALinear
+from quant.nf4 import NF4Linear
 from quant.weight_only import QuantLinear
 
 peft = pytest.importorskip("peft")
@@ -320,15 +321,22 @@ def test_freezes_everything_but_adapters(tiny_llama):
     assert n_total == tiny_llama.num_params() + n_train
 
 
-def test_non_float_base_runs_but_does_not_merge():
+QUANTIZED = {  # a base layer that stores no float weight: quant's int8 and QLoRA's NF4
+    "int8": lambda linear: QuantLinear.from_linear(linear, "int8", kernel="reference"),
+    "nf4": NF4Linear.from_linear,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(QUANTIZED))
+def test_non_float_base_runs_but_does_not_merge(kind):
     torch.manual_seed(0)
-    q = QuantLinear.from_linear(nn.Linear(64, 32), "int8", kernel="reference")
+    q = QUANTIZED[kind](nn.Linear(64, 32))
     layer = LoRALinear(q, r=4, alpha=8)
     randomise(nn.ModuleDict({"q": layer}))
     x = torch.randn(3, 64)
     want = q(x) + (x @ layer.lora_A["0"].T @ layer.lora_B["0"].T) * 2.0
     assert max_diff(layer(x), want) < TOL
-    with pytest.raises(TypeError, match=r"QuantLinear.*unmerged"):
+    with pytest.raises(TypeError, match=rf"{type(q).__name__}.*unmerged"):
         layer.merge()
     assert not layer.merged
     model = nn.Sequential(layer)
