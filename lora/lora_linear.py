@@ -186,7 +186,9 @@ class LoRALinear(nn.Module):
         return w
 
     def merge(self) -> None:
-        """Fold the update into the base weight; forward then costs one matmul. Raises if merged."""
+        """Fold the update into the base weight; forward then costs one matmul. Raises if merged.
+
+        A merged layer's forward is the base alone, so A and B get no gradient: unmerge to train on."""
         if self._merged:
             raise ValueError("this LoRA layer is already merged; call unmerge() before merging again")
         w = self.mergeable_weight()
