@@ -206,7 +206,8 @@ def from_pretrained(name_or_path: str, **overrides) -> GPT:
     return from_hf(hf_model, **overrides)
 
 
-def _flavour(cfg: GPTConfig) -> str:
+def hf_flavour(cfg: GPTConfig) -> str:
+    """ "gpt2" or "llama": the transformers family ``cfg`` converts to; ValueError naming the mismatch."""
     gpt2 = dict(pos="learned", norm="layernorm", bias=True, n_kv_head=cfg.n_head)
     llama = dict(pos="rope", norm="rmsnorm", activation="swiglu", bias=False)
     if all(getattr(cfg, k) == v for k, v in gpt2.items()) and cfg.activation in HF_ACTIVATIONS.values():
@@ -225,7 +226,7 @@ def to_hf(model: GPT):
     import transformers
 
     cfg = model.config
-    kind = _flavour(cfg)
+    kind = hf_flavour(cfg)
     ours = {k: v.detach() for k, v in model.state_dict().items()}
     if kind == "gpt2":
         act = {v: k for k, v in HF_ACTIVATIONS.items() if k != "gelu_pytorch_tanh"}[cfg.activation]

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from gpt.hf import _flavour, key_table
+from gpt.hf import hf_flavour as config_flavour
+from gpt.hf import key_table
 from gpt.model import GPT
 from lora.dora import DoRALinear
 from lora.lora_linear import LoRALinear, layer_features
@@ -77,7 +78,7 @@ def hf_flavour(model: nn.Module) -> str | None:
     if not isinstance(model, GPT):
         return None
     try:
-        return _flavour(model.config)
+        return config_flavour(model.config)
     except ValueError:  # a GPT that transformers has no class for (ALiBi, ...): our names only
         return None
 
