@@ -1,0 +1,158 @@
+"""Measuring a fine-tune: the masked validation loss, and a task metric from greedy generations.
+
+Teaches the two numbers a fine-tune is judged by. The *domain loss* is the fine-tuning objective on
+held-out examples: the loss summed over completion tokens only, divided by their count (not a mean of
+per-batch means, which would weigh a short answer's tokens more). It moves smoothly, but a model can
+lower it without getting better at the task. The *task metric* asks the question the user cares
+about: for GSM8K, does the number after ``####`` in a greedy generation equal the gold answer
+(``gpt.data.gsm8k``)? Generation runs through ``kvcache.LLMEngine`` (continuous batching over a paged
+KV cache, stopping each sequence at the end token). The third number, the *forgetting* side, is
+WikiText-2 perplexity (``gpt.perplexity``).
+
+Reference: Ouyang et al. 2022 (InstructGPT) and Cobbe et al. 2021 (GSM8K) for loss vs task accuracy;
+lm-evaluation-harness ``gsm8k`` (greedy, exact match after extraction).
+"""
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+
+from gpt.data.gsm8k import Problem, exact_match, extract_answer
+from gpt.training.distributed import DistInfo, all_reduce_mean
+from gpt.training.precision import Precision
+from kvcache import LLMEngine, SamplingParams
+from lora.examples import Example, chat_prompt, collate
+
+
+@torch.no_grad()
+def masked_loss(
+    model,
+    examples: Sequence[Example],
+    batch_size: int,
+    pad_id: int,
+    info: DistInfo | None = None,
+    precision: Precision | None = None,
+) -> float:
+    """Mean loss per target token over ``examples`` (completion tokens only), in eval mode.
+
+    With several processes, rank r evaluates batches r, r + world_size, ... and the sums are
+    all-reduced, so the number does not depend on the world size. Every rank runs the same number of
+    forwards (a sharded model gathers its weights collectively inside each one): a rank with no batch
+    left runs the first batch again and counts nothing.
+    """
+    if not examples:
+        raise ValueError("masked_loss needs at least one example")
+    device = next(model.parameters()).device if info is None else info.device
+    rank, world = (0, 1) if info is None else (info.rank, info.world_size)
+    batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of token losses, tokens)
+    for start in range(0, len(batches), world):
+        index = start + rank
+        counted = index < len(batches)
+        x, y = collate(batches[index if counted else 0], pad_id)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            loss = model(x.to(device), y.to(device))[1]
+        if counted:
+            n = int((y != -100).sum())
+            sums += torch.stack([loss.double() * n, torch.tensor(n, dtype=torch.float64, device=device)])
+    model.train(was_training)
+    if info is not None:
+        sums = all_reduce_mean(sums, info)  # the mean of sums has the same ratio
+    loss_sum, tokens = sums.tolist()
+    return loss_sum / tokens
+
+
+@torch.no_grad()
+def greedy_completions(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """Greedy completions of chat-rendered ``prompts`` (strings ending where the assistant starts), each
+    cut at the tokenizer's end token, in the order given."""
+    if not prompts:
+        return []
+    was_training = model.training
+    ids = [tokenizer.encode(p) for p in prompts]
+    block = 16  # KV blocks for batch_size sequences of the longest prompt plus its answer, no more
+    num_blocks = batch_size * -(-(max(map(len, ids)) + max_new_tokens) // block)
+    engine = LLMEngine(model, block, num_blocks, max_num_seqs=batch_size, tokenizer=tokenizer)  # eval mode
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=(tokenizer.eos_id,))
+    outputs = engine.generate(ids, params, use_tqdm=False)
+    model.train(was_training)
+    texts = []
+    for out in outputs:
+        ids = list(out.token_ids)
+        if tokenizer.eos_id in ids:
+            ids = ids[: ids.index(tokenizer.eos_id)]
+        texts.append(tokenizer.decode(ids))
+    return texts
+
+
+def gsm8k_exact_match(
+    model, tokenizer, problems: Sequence[Problem], max_new_tokens: int = 256, batch_size: int = 8
+) -> dict:
+    """Share of ``problems`` whose greedy answer (:func:`gpt.data.gsm8k.extract_answer`) equals the gold
+    number; also every (question, generation, extracted, gold, correct) row."""
+    prompts = [chat_prompt(tokenizer, p.question) for p in problems]
+    texts = greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+    rows = []
+    for problem, text in zip(problems, texts, strict=True):
+        pred = extract_answer(text)
+        gold = problem.final
+        rows.append(dict(question=problem.question, generation=text, pred=pred, gold=gold))
+        rows[-1]["correct"] = exact_match(pred, gold)
+    accuracy = sum(r["correct"] for r in rows) / len(rows) if rows else 0.0
+    return {"exact_match": accuracy, "n": len(rows), "rows": rows}
+
+
+def domain_metrics(
+    model,
+    tokenizer,
+    problems: Sequence[Problem],
+    ppl_tokens: torch.Tensor,
+    ppl_window: int,
+    max_new_tokens: int = 256,
+    gen_batch: int = 8,
+) -> dict:
+    """The task and forgetting numbers of a fine-tune: GSM8K ``exact_match`` on ``problems`` (with every
+    generation in ``rows``) and ``wikitext2_ppl`` on ``ppl_tokens`` (n,) in windows of ``ppl_window``.
+    The domain val loss is :func:`masked_loss`."""
+    from gpt.perplexity import perplexity
+
+    em = gsm8k_exact_match(model, tokenizer, problems, max_new_tokens, gen_batch)
+    was_training = model.training
+    model.eval()
+    ppl = perplexity(model, ppl_tokens, ppl_window)
+    model.train(was_training)
+    return dict(exact_match=em["exact_match"], wikitext2_ppl=ppl, rows=em["rows"])
+
+
+def plot_report(result: dict, path) -> None:
+    """Train and val loss against step, and the three numbers before and after, to one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    history, before, after = result["history"], result["before"], result["after"]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [2.2, 1, 1, 1]})
+    for key, style, label in (("train_losses", "-", "train"), ("val_losses", "o-", "val (held out)")):
+        if history[key]:
+            steps, losses = zip(*history[key], strict=True)
+            axes[0].plot(steps, losses, style, label=label)
+    axes[0].set(xlabel="step", ylabel="loss on completion tokens (nats)", title="fine-tuning")
+    axes[0].legend()
+    axes[0].grid(alpha=0.3)
+    titles = {"val_loss": "domain val loss", "exact_match": "GSM8K exact match"}
+    titles["wikitext2_ppl"] = "WikiText-2 perplexity"
+    for ax, (key, title) in zip(axes[1:], titles.items(), strict=True):
+        bars = ax.bar(["before", "after"], [before[key], after[key]], color=["tab:gray", "tab:blue"])
+        ax.bar_label(bars, fmt="%.3g")
+        ax.set_title(title)
+    config = result["config"]
+    fig.suptitle(f"{config['domain']}: {history['step']} steps of {config['batch_size']} examples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
