@@ -8,6 +8,8 @@ the global batches, a second state dict to load unsharded) and writes what the t
 - ``from_full``: the second state dict loaded into a sharded model from rank 0, its loss on batch 0,
   the model gathered back to rank 0 and saved sharded again;
 - ``rank{r}.json``: losses, this rank's memory report and what load_sharded returned.
+- ``loop`` (with ``finetune`` in the spec): ``lora.finetune.finetune`` with ``fsdp=True`` on the
+  spec's examples, straight (``straight/``) and stopped then resumed (``stopped/``).
 With ``gguf`` in the spec it runs SmolLM2 instead: load, shard, AdamW steps, the memory report.
 """
 
@@ -67,6 +69,24 @@ def smollm2(spec: dict, info) -> dict:
     return {"rank": info.rank, "losses": losses, "memory": report}
 
 
+def the_loop(spec: dict, info, out: Path) -> dict:
+    """lora.finetune with fsdp=True: straight to the end, and stopped half way then resumed."""
+    from lora.examples import Example
+    from lora.finetune import FinetuneConfig, finetune
+
+    train, val = ([Example(tuple(i), tuple(t)) for i, t in spec[name]] for name in ("train", "val"))
+    record = {}
+    runs = (("straight", {}), ("stopped", {"stop_step": spec["stop_step"]}), ("resumed", {"resume": True}))
+    for run, overrides in runs:
+        model = GPT(GPTConfig.llama(**spec["config"]))
+        model.load_state_dict(spec["init"])
+        folder = "straight" if run == "straight" else "stopped"
+        cfg = FinetuneConfig(**spec["finetune"], **overrides, out_dir=str(out / folder), fsdp=True)
+        history = finetune(model, train, val, cfg, pad_id=0, info=info)
+        record[run] = {k: history[k] for k in ("step", "train_losses", "val_losses", "grad_norms")}
+    return record
+
+
 def main(out: Path) -> None:
     info = distributed.setup("cpu")
     spec = torch.load(out / "spec.pt", weights_only=True)
@@ -74,6 +94,7 @@ def main(out: Path) -> None:
         (out / f"rank{info.rank}.json").write_text(json.dumps(smollm2(spec, info)))
         distributed.teardown(info)
         return
+    loop = the_loop(spec, info, out) if "finetune" in spec else None
     batches, lr = spec["batches"], spec["lr"]
     record = {"rank": info.rank}
 
@@ -108,6 +129,7 @@ def main(out: Path) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     save_sharded(out / "from_full", model, optimizer, {})
 
+    record["loop"] = loop
     (out / f"rank{info.rank}.json").write_text(json.dumps(record))
     distributed.teardown(info)
 

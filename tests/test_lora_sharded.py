@@ -1,10 +1,12 @@
 """FSDP2 sharded full fine-tuning (lora.sharded) on a tiny tied Llama-style GPT, 2 gloo ranks on the CPU.
 
-Against one plain process (no FSDP, the whole global batch): the same losses and weights within 1e-5
-after a few AdamW steps. A sharded checkpoint consolidates into a plain GPT, a plain state dict loads
-into the sharded model, a resume from a sharded checkpoint is exact, and each rank's memory report
-equals the arithmetic of its shards. The two ranks run ``tests/lora_fsdp_worker.py`` under
-``torchrun --standalone --nproc_per_node=2`` once per test run (about 10 s).
+Against one plain process: ``lora.finetune`` with ``fsdp=True`` on 2 ranks gives the losses, gradient
+norms and weights of the same loop in one process with 2 micro-steps (masked targets, clipping,
+evaluation) within 1e-5, and resumes from its sharded checkpoint exactly; ``lora.sharded``'s pieces on
+their own (shard, a bare AdamW step) match plain AdamW on the whole batch. A sharded checkpoint
+consolidates into a plain GPT, a plain state dict loads into the sharded model, and each rank's memory
+report equals the arithmetic of its shards. The ranks run ``tests/lora_fsdp_worker.py`` under
+``torchrun --standalone --nproc_per_node=2``, once per test run (about 10 s).
 
 The model's sizes are chosen so FSDP pads: vocab 97 and ffn 75 rows do not split evenly in two.
 """
@@ -29,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dict(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, ffn_hidden=75)
 CONFIG["tie_embeddings"] = True  # as SmolLM2: lm_head.weight is wte.weight
 LR, WEIGHT_DECAY, STEPS, SAVE_AT, WORLD = 1e-2, 0.1, 4, 2, 2
+# lora.finetune's loop: 4 examples per step, one micro-batch per rank (two micro-steps in one process)
+FINETUNE = dict(steps=STEPS, batch_size=4, lr=LR, warmup_steps=1, weight_decay=WEIGHT_DECAY, eval_interval=2)
+FINETUNE |= dict(eval_batch=3, device="cpu", dtype="fp32", progress=False, seed=0)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,6 +47,22 @@ def global_batches() -> torch.Tensor:
     """(STEPS, B, T + 1) tokens from a 10-token alphabet, so a few steps lower the loss."""
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 10, (STEPS, 4, CONFIG["block_size"] + 1), generator=g)
+
+
+def masked_examples(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, targets) pairs of 6..16 tokens, a prompt of 1..L-2 masked targets: every example has
+    its own count of scored tokens, so the ranks' shares of a batch differ."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(n):
+        L = int(torch.randint(6, CONFIG["block_size"] + 1, (1,), generator=g))
+        seq = torch.randint(0, 10, (L + 1,), generator=g).tolist()
+        p = int(torch.randint(1, L - 1, (1,), generator=g))
+        pairs.append((seq[:L], [-100] * p + seq[p + 1 :]))
+    return pairs
+
+
+TRAIN, VAL = masked_examples(12, seed=0), masked_examples(7, seed=1)  # 7 val: 3 batches of 3 on 2 ranks
 
 
 def one_process() -> tuple[list[float], GPT]:
@@ -112,6 +133,10 @@ def fsdp_run(tmp_path_factory):
         lr=LR,
         weight_decay=WEIGHT_DECAY,
         save_at=SAVE_AT,
+        finetune=FINETUNE,
+        train=TRAIN,
+        val=VAL,
+        stop_step=SAVE_AT,
     )
     return out, launch_workers(out, spec)
 
@@ -122,7 +147,41 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)
 
 
-def test_two_ranks_equal_one_process(fsdp_run):
+def test_the_loop_with_fsdp_on_two_ranks_equals_one_process(fsdp_run, tmp_path):
+    """lora.finetune: fsdp=True on 2 ranks x 1 micro-batch == one plain process x 2 micro-batches (masked
+    targets, grad clipping, evaluation): losses, grad norms and weights within 1e-5."""
+    from lora.examples import Example
+    from lora.finetune import FinetuneConfig, finetune
+
+    out, records = fsdp_run
+    train, val = ([Example(tuple(i), tuple(t)) for i, t in pairs] for pairs in (TRAIN, VAL))
+    cfg = FinetuneConfig(**FINETUNE, grad_accum=2, out_dir=str(tmp_path))
+    ref = finetune(tiny_gpt(0), train, val, cfg, pad_id=0)
+    assert ref["train_losses"][-1][1] < ref["train_losses"][0][1]
+    for record in records:
+        got = record["loop"]["straight"]
+        for key in ("train_losses", "val_losses", "grad_norms"):
+            assert [s for s, _ in got[key]] == [s for s, _ in ref[key]], key
+            for (step, a), (_, b) in zip(got[key], ref[key], strict=True):
+                assert abs(a - b) <= 1e-5, (key, step, a, b)
+    single = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]  # the trained parameters
+    sharded = consolidate(out / "straight" / "ckpt-sharded")
+    assert_same_weights({k: sharded[k] for k in single}, single, atol=1e-5)
+
+
+def test_the_loop_resumes_from_its_sharded_checkpoint_exactly(fsdp_run):
+    out, records = fsdp_run
+    for record in records:
+        loop = record["loop"]
+        assert loop["stopped"]["step"] == SAVE_AT and loop["resumed"]["step"] == STEPS
+        for key in ("train_losses", "val_losses"):
+            assert loop["stopped"][key] + loop["resumed"][key] == loop["straight"][key], key
+    straight, resumed = (consolidate(out / run / "ckpt-sharded") for run in ("straight", "stopped"))
+    assert_same_weights(resumed, straight, atol=0)
+
+
+def test_sharded_steps_equal_plain_steps(fsdp_run):
+    """lora.sharded alone (the worker's own step): 2 ranks == one process, losses and weights."""
     out, records = fsdp_run
     ref_losses, ref_model = one_process()
     assert ref_losses[-1] < ref_losses[0]  # it learns, so the steps moved the weights
