@@ -1,5 +1,59 @@
-"""lora: parameter-efficient fine-tuning with low-rank adapters, checked against peft.
+"""lora: fine-tuning a pretrained model, in full and with parameter-efficient methods (Weeks 5.1, 5.2).
 
-Will teach why a rank-r update to a frozen weight is enough to adapt a model, and how adapters merge
-back into the base weights. Filled by a later issue.
+Teaches what changes when a pretrained model is adapted instead of trained: the data (prompt targets
+masked), the memory (weights, gradients and two AdamW moments per parameter, sharded over ranks when
+they no longer fit), and how few parameters an adaptation needs. Every method is checked against peft
+(and NF4 against bitsandbytes) on SmolLM2-135M-Instruct. Reading order:
+
+- the loop: ``examples.py`` ((prompt, completion) pairs -> ids with masked targets) -> ``finetune.py``
+  (``finetune``, one loop for every method; ``python -m lora.finetune``) -> ``evaluation.py`` (masked
+  val loss, GSM8K exact match, forgetting) -> ``memory.py`` (full fine-tuning's bytes, computed and
+  measured) -> ``sharded.py`` (FSDP2 under torchrun, sharded checkpoints);
+- low-rank adapters: ``lora_linear.py`` (``LoRALinear``) -> ``dora.py`` (magnitude and direction) ->
+  ``inject.py`` (by module name, merge / unmerge) -> ``adapter_io.py`` (peft's file format) ->
+  ``qlora.py`` (LoRA on an NF4 base, ``quant/nf4.py``);
+- the other families: ``bottleneck.py`` (Houlsby adapters) -> ``prompt_tuning.py`` (soft prompts) ->
+  ``prefix_tuning.py`` (per-layer key/value prefixes through gpt's KVCache protocol);
+- ``bench.py``: ``python -m lora.bench``, every method at the same steps and data, side by side.
+
+References: Hu et al. 2021 (LoRA); Kalajdzievski 2023 (rsLoRA); Liu et al. 2024 (DoRA); Dettmers et al.
+2023 (QLoRA); Houlsby et al. 2019 (adapters); Lester et al. 2021 (prompt tuning); Li and Liang 2021
+(prefix tuning); Rajbhandari et al. 2020 (ZeRO) and PyTorch FSDP2; peft and bitsandbytes, the
+references the tests compare with.
 """
+
+from lora.adapter_io import load_adapter, save_adapter
+from lora.bottleneck import inject_adapters
+from lora.dora import DoRALinear
+from lora.examples import Example, chat_examples, make_example
+from lora.finetune import FinetuneConfig, finetune
+from lora.inject import inject_lora, lora_state_dict, merge_lora, trainable_parameters, unmerge_lora
+from lora.lora_linear import LoRALinear
+from lora.prefix_tuning import PrefixCache, PrefixTuning, prefix_tune
+from lora.prompt_tuning import PromptTuning, prompt_tune
+from lora.qlora import prepare_qlora, qlora_bytes
+
+__all__ = [
+    "DoRALinear",
+    "Example",
+    "FinetuneConfig",
+    "LoRALinear",
+    "PrefixCache",
+    "PrefixTuning",
+    "PromptTuning",
+    "chat_examples",
+    "finetune",
+    "inject_adapters",
+    "inject_lora",
+    "load_adapter",
+    "lora_state_dict",
+    "make_example",
+    "merge_lora",
+    "prefix_tune",
+    "prepare_qlora",
+    "prompt_tune",
+    "qlora_bytes",
+    "save_adapter",
+    "trainable_parameters",
+    "unmerge_lora",
+]
