@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gpt.data.gsm8k import Problem, exact_match, extract_answer
+from gpt.data.gsm8k import GSM8KProblem, exact_match, extract_answer
 from gpt.training.distributed import DistInfo, all_reduce_mean
 from gpt.training.precision import Precision
 from kvcache import LLMEngine, SamplingParams
@@ -91,7 +91,7 @@ def greedy_completions(
 
 
 def gsm8k_exact_match(
-    model, tokenizer, problems: Sequence[Problem], max_new_tokens: int = 256, batch_size: int = 8
+    model, tokenizer, problems: Sequence[GSM8KProblem], max_new_tokens: int = 256, batch_size: int = 8
 ) -> dict:
     """Share of ``problems`` whose greedy answer (:func:`gpt.data.gsm8k.extract_answer`) equals the gold
     number; also every (question, generation, extracted, gold, correct) row."""
@@ -110,7 +110,7 @@ def gsm8k_exact_match(
 def domain_metrics(
     model,
     tokenizer,
-    problems: Sequence[Problem],
+    problems: Sequence[GSM8KProblem],
     ppl_tokens: torch.Tensor,
     ppl_window: int,
     max_new_tokens: int = 256,

@@ -294,6 +294,7 @@ class RunConfig(FinetuneConfig):
     """:class:`FinetuneConfig` plus the experiment: the domain, how much of it, what is measured."""
 
     out_dir: str = "runs/finetune-gsm8k"
+    lr: float = 5e-5  # 160 examples in 40 steps: a larger step than a long SFT run would take
     domain: str = field(default="gsm8k", metadata={"choices": DOMAINS})
     smoke: bool = field(default=False, metadata={"help": "a tiny random model, seconds (LLM_COURSE_SMOKE=1)"})
     max_len: int = field(default=320, metadata={"help": "longer examples are dropped"})

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gpt.data.gsm8k import (
-    Problem,
+    GSM8KProblem,
     exact_match,
     extract_answer,
     final_answer,
@@ -107,7 +107,7 @@ def test_load_gsm8k_from_the_data_root(tmp_path, monkeypatch):
     (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     monkeypatch.setenv("LLM_COURSE_DATA", str(tmp_path))
     problems = load_gsm8k("test")
-    assert problems == [Problem(f"q{i}", f"w{i}\n#### {i}") for i in range(3)]
+    assert problems == [GSM8KProblem(f"q{i}", f"w{i}\n#### {i}") for i in range(3)]
     assert [p.final for p in problems] == ["0", "1", "2"]
     assert load_gsm8k("test", limit=2) == problems[:2]
     with pytest.raises(FileNotFoundError, match="LLM_COURSE_DATA"):

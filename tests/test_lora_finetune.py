@@ -182,10 +182,10 @@ def test_greedy_completions_equal_generate_one_by_one():
 
 
 def test_gsm8k_exact_match_grades_each_generation(monkeypatch):
-    from gpt.data.gsm8k import Problem
+    from gpt.data.gsm8k import GSM8KProblem
     from lora import evaluation
 
-    problems = [Problem("q1", "w\n#### 72"), Problem("q2", "w\n#### 1,000"), Problem("q3", "#### 5")]
+    problems = [GSM8KProblem(f"q{i}", f"w\n#### {gold}") for i, gold in enumerate(["72", "1,000", "5"])]
     replies = ["so 72.0\n#### 72.0", "it is $1,000", "maybe 6"]
     monkeypatch.setattr(evaluation, "greedy_completions", lambda *args, **kwargs: replies)
     monkeypatch.setattr(evaluation, "chat_prompt", lambda tok, q: q)

@@ -29,7 +29,7 @@ CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations, <<48/2
 
 
 @dataclass(frozen=True)
-class Problem:
+class GSM8KProblem:
     """One GSM8K record: the question, its worked solution (ending ``#### N``) and that final number."""
 
     question: str
@@ -40,7 +40,7 @@ class Problem:
         return final_answer(self.answer)
 
 
-def load_gsm8k(split: str = "train", limit: int | None = None) -> list[Problem]:
+def load_gsm8k(split: str = "train", limit: int | None = None) -> list[GSM8KProblem]:
     """The first ``limit`` (default: all) problems of ``$LLM_COURSE_DATA/gsm8k/<split>.jsonl``, in file
     order (7,473 train, 1,319 test)."""
     if split not in SPLITS:
@@ -58,7 +58,7 @@ def load_gsm8k(split: str = "train", limit: int | None = None) -> list[Problem]:
             record = json.loads(line)
             if not isinstance(record, dict) or not {"question", "answer"} <= record.keys():
                 raise ValueError(f"{path}:{line_no}: expected an object with 'question' and 'answer'")
-            problems.append(Problem(record["question"], record["answer"]))
+            problems.append(GSM8KProblem(record["question"], record["answer"]))
     return problems
 
 
