@@ -193,12 +193,10 @@ def main(cfg: BenchConfig) -> list[dict]:
 
 
 def _plot(rows, cfg, device_name, path):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], [r["ours_tok_s"] for r in rows], width=0.4, label="ours (gpt.GPT)")
     ax.bar([x + 0.2 for x in xs], [r["hf_tok_s"] for r in rows], width=0.4, label="HF transformers")
@@ -208,7 +206,6 @@ def _plot(rows, cfg, device_name, path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def parse_args(argv=None) -> BenchConfig:

@@ -51,12 +51,10 @@ def report(res: dict):
 
 
 def plot(res: dict, path: Path):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig = Figure(figsize=(16, 4.5))
+    ax = fig.subplots(1, 3)
     rows = res["rows"] + res["prefix"]
     ax[0].barh([r["system"] for r in rows], [r["tok_per_s"] for r in rows], color="tab:blue")
     ax[0].set_xlabel("generated tokens / s")
@@ -78,4 +76,3 @@ def plot(res: dict, path: Path):
     fig.suptitle(f"kvcache.bench: {res['config']['size']} on {res['device_name']} {res['config']['dtype']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from gpt.data.gsm8k import GSM8KProblem, exact_match, extract_answer
+from gpt.model import IGNORE_INDEX
 from gpt.training.distributed import DistInfo, all_reduce_mean
 from gpt.training.precision import Precision
 from kvcache import LLMEngine, SamplingParams
@@ -56,7 +57,7 @@ def masked_loss(
         with precision.autocast() if precision is not None else contextlib.nullcontext():
             loss = model(x.to(device), y.to(device))[1]
         if counted:
-            n = int((y != -100).sum())
+            n = int((y != IGNORE_INDEX).sum())
             sums += torch.stack([loss.double() * n, torch.tensor(n, dtype=torch.float64, device=device)])
     model.train(was_training)
     if info is not None:
@@ -131,13 +132,11 @@ def domain_metrics(
 
 def plot_report(result: dict, path) -> None:
     """Train and val loss against step, and the three numbers before and after, to one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     history, before, after = result["history"], result["before"], result["after"]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [2.2, 1, 1, 1]})
+    fig = Figure(figsize=(15, 3.6))
+    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [2.2, 1, 1, 1]})
     for key, style, label in (("train_losses", "-", "train"), ("val_losses", "o-", "val (held out)")):
         if history[key]:
             steps, losses = zip(*history[key], strict=True)
@@ -155,4 +154,3 @@ def plot_report(result: dict, path) -> None:
     fig.suptitle(f"{config['domain']}: {history['step']} steps of {config['batch_size']} examples")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

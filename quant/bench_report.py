@@ -1,9 +1,6 @@
 """The tables and the figure of ``python -m quant.bench``: the perplexity/size frontier and decode speed."""
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
 
 def _fmt(value, spec: str) -> str:
@@ -46,7 +43,8 @@ def report(result: dict) -> str:
 
 
 def plot(result: dict, path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
     for r in (r for r in result["quality"] if r["ppl"] is not None):
         ax1.scatter(r["bytes_per_param"], r["ppl"], s=30)
         ax1.annotate(r["name"].split(" (")[0], (r["bytes_per_param"], r["ppl"]), fontsize=7,
@@ -69,4 +67,3 @@ def plot(result: dict, path) -> None:
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

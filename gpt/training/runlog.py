@@ -52,15 +52,13 @@ def read_metrics(path) -> list[dict]:
 
 def plot_losses(metrics_path, png_path, title: str = "") -> Path:
     """Train loss (raw and smoothed) and val loss against step, from ``metrics.jsonl``, to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
     val = [(r["step"], r["val_loss"]) for r in records if r["kind"] == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     if train:
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, lw=0.8, label="train (per step)")
@@ -75,7 +73,6 @@ def plot_losses(metrics_path, png_path, title: str = "") -> Path:
     ax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return Path(png_path)
 
 
