@@ -6,9 +6,10 @@ they no longer fit), and how few parameters an adaptation needs. Every method is
 (and NF4 against bitsandbytes) on SmolLM2-135M-Instruct. Reading order:
 
 - the loop: ``examples.py`` ((prompt, completion) pairs -> ids with masked targets) -> ``finetune.py``
-  (``finetune``, one loop for every method; ``python -m lora.finetune``) -> ``evaluation.py`` (masked
-  val loss, GSM8K exact match, forgetting) -> ``memory.py`` (full fine-tuning's bytes, computed and
-  measured) -> ``sharded.py`` (FSDP2 under torchrun, sharded checkpoints);
+  (``lora.finetune.finetune``, one loop for every method, and the script ``python -m lora.finetune``,
+  so this file does not import it) -> ``evaluation.py`` (masked val loss, GSM8K exact match,
+  forgetting) -> ``memory.py`` (full fine-tuning's bytes, computed and measured) -> ``sharded.py``
+  (FSDP2 under torchrun, sharded checkpoints);
 - low-rank adapters: ``lora_linear.py`` (``LoRALinear``) -> ``dora.py`` (magnitude and direction) ->
   ``inject.py`` (by module name, merge / unmerge) -> ``adapter_io.py`` (peft's file format) ->
   ``qlora.py`` (LoRA on an NF4 base, ``quant/nf4.py``);
@@ -26,7 +27,6 @@ from lora.adapter_io import load_adapter, save_adapter
 from lora.bottleneck import inject_adapters
 from lora.dora import DoRALinear
 from lora.examples import Example, chat_examples, make_example
-from lora.finetune import FinetuneConfig, finetune
 from lora.inject import inject_lora, lora_state_dict, merge_lora, trainable_parameters, unmerge_lora
 from lora.lora_linear import LoRALinear
 from lora.prefix_tuning import PrefixCache, PrefixTuning, prefix_tune
@@ -36,13 +36,11 @@ from lora.qlora import prepare_qlora, qlora_bytes
 __all__ = [
     "DoRALinear",
     "Example",
-    "FinetuneConfig",
     "LoRALinear",
     "PrefixCache",
     "PrefixTuning",
     "PromptTuning",
     "chat_examples",
-    "finetune",
     "inject_adapters",
     "inject_lora",
     "load_adapter",
