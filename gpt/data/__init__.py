@@ -5,13 +5,15 @@ boilerplate) -> ``filters`` (Gopher quality rules, per-rule report) -> ``dedup``
 -> ``mixture`` (epochs per source) -> ``tokenize`` (char / GPT-2 / bpe, the spec in meta.json) ->
 ``shards`` (uint16 files with a header) -> ``prepare`` (all of it, idempotent) -> ``loader``
 (``ShardedLoader``, per-rank memmap batches) and ``dataset`` (the ``torch.utils.data`` path); the
-benchmark of the two is ``python -m gpt.data.bench``.
+benchmark of the two is ``python -m gpt.data.bench``. ``gsm8k`` reads the grade-school math problems that
+fine-tuning, evaluation and RL share, with their answer checker.
 """
 
 from gpt.data.clean import CleanConfig, clean_text
 from gpt.data.dataset import TokenWindows
 from gpt.data.dedup import MinHashConfig, exact_dedup, near_dedup, near_duplicate_pairs
 from gpt.data.filters import FilterConfig, FilterReport, apply_filters
+from gpt.data.gsm8k import GSM8KProblem, exact_match, extract_answer, final_answer, load_gsm8k
 from gpt.data.loader import ShardedLoader
 from gpt.data.mixture import mix_documents, sample_sources
 from gpt.data.prepare import PreparedData, load_prepared, prepare
@@ -26,6 +28,7 @@ __all__ = [
     "Corpus",
     "FilterConfig",
     "FilterReport",
+    "GSM8KProblem",
     "MinHashConfig",
     "PreparedData",
     "ShardedLoader",
@@ -33,8 +36,12 @@ __all__ = [
     "apply_filters",
     "clean_text",
     "exact_dedup",
+    "exact_match",
+    "extract_answer",
+    "final_answer",
     "gpt2_encoding",
     "load_corpus",
+    "load_gsm8k",
     "load_prepared",
     "load_tokenizer",
     "mix_documents",
