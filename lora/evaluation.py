@@ -7,7 +7,8 @@ lower it without getting better at the task. The *task metric* asks the question
 about: for GSM8K, does the number after ``####`` in a greedy generation equal the gold answer
 (``gpt.data.gsm8k``)? Generation runs through ``kvcache.LLMEngine`` (continuous batching over a paged
 KV cache, stopping each sequence at the end token). The third number, the *forgetting* side, is
-WikiText-2 perplexity (``gpt.perplexity``).
+WikiText-2 perplexity (``gpt.perplexity``). A sharded model (``lora.sharded``) computes the loss on
+every rank; generation needs whole weights, so they are gathered into a plain copy on rank 0.
 
 Reference: Ouyang et al. 2022 (InstructGPT) and Cobbe et al. 2021 (GSM8K) for loss vs task accuracy;
 lm-evaluation-harness ``gsm8k`` (greedy, exact match after extraction).
@@ -128,6 +129,33 @@ def domain_metrics(
     ppl = perplexity(model, ppl_tokens, ppl_window)
     model.train(was_training)
     return dict(exact_match=em["exact_match"], wikitext2_ppl=ppl, rows=em["rows"])
+
+
+def gathered_model(model, plain, info: DistInfo):
+    """The trained weights of a sharded ``model`` in ``plain`` (an unsharded copy of it) on rank 0, for
+    generation and perplexity there; None on the other ranks. Collective: every rank calls it. With
+    one process ``model`` is already whole and comes back as it is."""
+    if not info.ddp:
+        return model
+    from lora.sharded import full_state_dict
+
+    state = full_state_dict(model)  # the full CPU state dict on rank 0, {} elsewhere
+    if not info.is_master:
+        return None
+    plain.load_state_dict(state)
+    return plain
+
+
+def memory_line(report: dict) -> str:
+    """One rank's ``lora.sharded.memory_report`` in a line: allocated MB of parameters, gradients and
+    optimizer moments, each as a share of the unsharded size (the arithmetic says 1/N, plus padding)."""
+    parts = []
+    for kind in ("params", "grads", "optimizer"):
+        got = report[kind]
+        parts.append(f"{kind} {got['allocated'] / 2**20:.2f} MB ({got['allocated'] / got['full']:.4f} of "
+                     f"{got['full'] / 2**20:.2f} MB)")  # fmt: skip
+    N = report["world_size"]
+    return f"rank {report['rank']} of {N}: " + ", ".join(parts) + f"; 1/N = {1 / N:.4f}"
 
 
 def plot_report(result: dict, path) -> None:

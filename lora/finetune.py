@@ -22,11 +22,14 @@ It changes three things:
 
 ``python -m lora.finetune`` runs it on SmolLM2 and GSM8K and measures before and after
 (``lora.evaluation``); ``--smoke`` (or ``LLM_COURSE_SMOKE=1``) on a tiny random model in seconds.
+``torchrun --standalone --nproc_per_node=2 -m lora.finetune --fsdp`` trains sharded: the val loss is
+computed sharded on every rank, the generations and perplexity on rank 0's gathered copy.
 
 Reference: nanoGPT ``train.py`` (the loop it shares through ``gpt/train.py``); Hugging Face TRL
 ``SFTTrainer`` (completion-only loss); PyTorch FSDP2 docs (``fully_shard``).
 """
 
+import copy
 import json
 import math
 import time
@@ -143,8 +146,9 @@ def finetune(
     """Train the parameters of ``model`` that have ``requires_grad`` as ``cfg`` says.
 
     Returns ``step``, ``train_losses`` and ``val_losses`` (lists of (step, loss) logged by this call),
-    ``grad_norms``, ``step_time_s`` (median), ``wall_s``, ``trainable_params``, ``out_dir`` and
-    ``model`` (the trained module: ``model`` itself, or its sharded form with ``fsdp``). ``pad_id`` is
+    ``grad_norms``, ``step_time_s`` (median), ``wall_s``, ``trainable_params``, ``out_dir``, ``model``
+    (the trained module: ``model`` itself, or its sharded form with ``fsdp``) and ``memory`` (with
+    ``fsdp``: this rank's ``lora.sharded.memory_report`` after the last step, else None). ``pad_id`` is
     any valid token id (padded positions are never attended to nor scored). ``info`` comes from
     ``gpt.training.distributed.setup`` under torchrun; None is one process on ``cfg.device``.
     """
@@ -169,7 +173,7 @@ def finetune(
     say = tqdm.write if info.is_master else (lambda *_: None)
     model.to(device)
     if cfg.fsdp:
-        from lora.sharded import load_sharded, save_sharded, shard_model
+        from lora.sharded import load_sharded, memory_report, save_sharded, shard_model
 
         model = shard_model(model, info)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -222,7 +226,7 @@ def finetune(
         f"fine-tuning {n_trainable:,} parameters | {world} process(es) on {device.type}, {precision.dtype} | "
         f"{cfg.batch_size} examples/step = {world} x {cfg.grad_accum} micro-batches | steps {step}-{end_step}"
     )
-    train_losses, val_losses, grad_norms, step_times = [], [], [], []
+    train_losses, val_losses, grad_norms, step_times, memory = [], [], [], [], None
     t0 = time.perf_counter()
     model.train()
     if cfg.eval_interval and step == 0:
@@ -249,6 +253,8 @@ def finetune(
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         scaler.step(optimizer)  # skipped when fp16 gradients overflowed
         scaler.update()
+        if cfg.fsdp and step + 1 == end_step:  # gradients and both moments exist only until zero_grad
+            memory = memory_report(model, optimizer)
         optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
@@ -281,6 +287,7 @@ def finetune(
         trainable_params=n_trainable,
         out_dir=str(out_dir),
         model=model,
+        memory=memory,
     )
 
 
@@ -335,21 +342,30 @@ def load_model(cfg: RunConfig):
     return GPT(GPTConfig.llama(**shape, n_embd=32, ffn_hidden=64, tie_embeddings=True)), tokenizer
 
 
-def main(cfg: RunConfig) -> dict:
+def main(cfg: RunConfig, info: DistInfo | None = None) -> dict:
     """Fine-tune on ``cfg.domain`` and measure before and after; writes ``result.json`` and
-    ``finetune.png`` (plus the loop's ``metrics.jsonl``, ``loss.png`` and checkpoint) to ``out_dir``."""
+    ``finetune.png`` (plus the loop's ``metrics.jsonl``, ``loss.png`` and checkpoint) to ``out_dir``.
+
+    ``info`` comes from ``gpt.training.distributed.setup`` under torchrun (with ``--fsdp``); None is one
+    process. Sharded, every rank runs the val loss (the same forwards on each); the generations and the
+    perplexity run on rank 0 alone, on a plain copy holding the gathered weights, while the others wait
+    at a barrier; rank 0 alone writes, prints and returns the result (the others return ``{}``). Its
+    ``memory`` lists each rank's ``lora.sharded.memory_report`` after the last step (None unsharded).
+    """
     from gpt.data.gsm8k import load_gsm8k, strip_calculator
     from gpt.perplexity import wikitext2_tokens
-    from lora.evaluation import domain_metrics, plot_report
+    from lora.evaluation import domain_metrics, gathered_model, memory_line, plot_report
     from lora.examples import chat_examples, split
 
-    if cfg.fsdp:
-        raise ValueError(
-            "the GSM8K experiment runs in one process (its generations need the whole model); under "
-            "torchrun, call lora.finetune.finetune with FinetuneConfig(fsdp=True) on your own examples"
-        )
-    model, tok = load_model(cfg)
+    info = DistInfo(0, 0, 1, pick_device(cfg.device)) if info is None else info
+    if info.ddp and not cfg.fsdp:
+        raise ValueError(f"{info.world_size} processes without --fsdp: add --fsdp, or run one process")
+    say = print if info.is_master else (lambda *_: None)
+    model, tok = load_model(cfg)  # the same weights on every rank: a fixed seed, or the same file
     model = model.float()
+    n_params = sum(p.numel() for p in model.parameters())
+    plain = copy.deepcopy(model) if info.ddp and info.is_master else model  # rank 0's whole model, on CPU
+    model.to(info.device)
     held, val_problems = split(load_gsm8k("train"), cfg.n_val, cfg.seed)
     test_problems = load_gsm8k("test", cfg.n_test)
 
@@ -358,29 +374,41 @@ def main(cfg: RunConfig) -> dict:
 
     train, dropped = chat_examples(tok, pairs(held[: cfg.n_train]), cfg.max_len)
     val, dropped_val = chat_examples(tok, pairs(val_problems), cfg.max_len)
-    print(f"{cfg.domain}: {len(train)} train examples ({dropped} over {cfg.max_len} tokens dropped), "
-          f"{len(val)} val ({dropped_val} dropped), {len(test_problems)} test problems")  # fmt: skip
-    ppl_ids = wikitext2_tokens(tok, cfg.ppl_tokens)
+    say(f"{cfg.domain}: {len(train)} train examples ({dropped} over {cfg.max_len} tokens dropped), "
+        f"{len(val)} val ({dropped_val} dropped), {len(test_problems)} test problems")  # fmt: skip
     sizes = dict(ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens, gen_batch=cfg.gen_batch)
-    before = domain_metrics(model, tok, test_problems, ppl_ids, **sizes)
+    if info.is_master:
+        ppl_ids = wikitext2_tokens(tok, cfg.ppl_tokens)
+        before = domain_metrics(plain, tok, test_problems, ppl_ids, **sizes)
+    barrier(info)  # the other ranks wait for rank 0's generations
+    loss_before = None
     if not cfg.eval_interval or cfg.resume:  # else the loop's eval before step 1 is the "before"
-        before["val_loss"] = masked_loss(model, val, cfg.eval_batch, tok.eos_id)
-    history = finetune(model, train, val, cfg, pad_id=tok.eos_id)
-    after = domain_metrics(model, tok, test_problems, ppl_ids, **sizes)
+        loss_before = masked_loss(model, val, cfg.eval_batch, tok.eos_id, info)
+    history = finetune(model, train, val, cfg, pad_id=tok.eos_id, info=info)
+    trained, memory = history.pop("model"), gather_objects(history.pop("memory"), info)
     evals = dict(history["val_losses"])
-    before.setdefault("val_loss", evals.get(0))
     last = evals.get(history["step"])  # the loop evaluates after its last step when it evaluates at all
-    after["val_loss"] = last if last is not None else masked_loss(model, val, cfg.eval_batch, tok.eos_id)
+    loss_after = last if last is not None else masked_loss(trained, val, cfg.eval_batch, tok.eos_id, info)
+    plain = gathered_model(trained, plain, info)  # collective; rank 0 gets the trained weights
+    if info.is_master:
+        after = domain_metrics(plain, tok, test_problems, ppl_ids, **sizes)
+    barrier(info)
+    if not info.is_master:
+        return {}
+    before["val_loss"] = loss_before if loss_before is not None else evals.get(0)
+    after["val_loss"] = loss_after
     samples = [dict(question=b["question"], gold=b["gold"], before=b["generation"], after=a["generation"])
                for b, a in zip(before.pop("rows"), after.pop("rows"), strict=True)]  # fmt: skip
-    history.pop("model")
     result = dict(config=asdict(cfg), before=before, after=after, history=history, samples=samples)
-    result |= dict(n_params=sum(p.numel() for p in model.parameters()), n_train=len(train), n_val=len(val))
+    result |= dict(n_params=n_params, n_train=len(train), n_val=len(val), world_size=info.world_size)
+    result["memory"] = memory if cfg.fsdp else None
     out = Path(cfg.out_dir)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     plot_report(result, out / "finetune.png")
     for name in ("val_loss", "exact_match", "wikitext2_ppl"):
         print(f"{name:>14}: before {before[name]:.4f}  after {after[name]:.4f}")
+    for report in result["memory"] or []:
+        print(memory_line(report))
     print(f"wrote {out / 'result.json'} and {out / 'finetune.png'}")
     return result
 
@@ -390,7 +418,13 @@ if __name__ == "__main__":
     import sys
 
     from gpt.flags import parse_dataclass
+    from gpt.training.distributed import setup, teardown
 
     smoke = "--smoke" in sys.argv[1:] or os.environ.get("LLM_COURSE_SMOKE") == "1"
     defaults = smoke_config() if smoke else RunConfig()
-    main(parse_dataclass(RunConfig, defaults=defaults, description=__doc__.split("\n\n")[0]))
+    run_cfg = parse_dataclass(RunConfig, defaults=defaults, description=__doc__.split("\n\n")[0])
+    dist_info = setup(run_cfg.device)
+    try:
+        main(run_cfg, dist_info)
+    finally:
+        teardown(dist_info)

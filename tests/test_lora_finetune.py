@@ -214,6 +214,8 @@ def test_bad_input(tmp_path):
         FinetuneConfig(steps=4, stop_step=5)
     with pytest.raises(FileNotFoundError, match="without --resume"):
         finetune(tiny_model(), train, train, config(tmp_path / "none", resume=True))
+    with pytest.raises(ValueError, match="2 processes without --fsdp"):  # before loading anything
+        main(smoke_config(out_dir=str(tmp_path)), info=DistInfo(0, 0, 2, torch.device("cpu")))
 
 
 def test_first_step_loss_equals_transformers_on_smollm2(smollm2, tmp_path):
@@ -242,6 +244,7 @@ def test_smoke_cli(data_file, tmp_path):
     assert saved["history"]["val_losses"][0][1] == saved["before"]["val_loss"]
     assert saved["history"]["val_losses"][-1][1] == saved["after"]["val_loss"]
     assert len(saved["samples"]) == 2 and result["history"]["step"] == 2
+    assert saved["world_size"] == 1 and saved["memory"] is None  # memory reports come with --fsdp
     assert (tmp_path / "finetune.png").is_file() and (tmp_path / CHECKPOINT).is_file()
 
 

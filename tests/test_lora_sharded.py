@@ -239,6 +239,46 @@ def test_memory_report_equals_the_arithmetic(fsdp_run):
     assert_report_matches(records, params)
 
 
+def test_the_cli_trains_sharded_and_measures_on_rank_0(data_file, tmp_path):
+    """``torchrun -m lora.finetune --fsdp --smoke`` on 2 ranks: the val loss (sharded), exact match and
+    perplexity (rank 0's gathered copy) before and after equal ``lora.finetune.main`` in one process;
+    rank 0 alone writes and prints; each rank's parameters, gradients and moments are half the whole."""
+    from lora.finetune import main, smoke_config
+
+    data_file("gsm8k", "train.jsonl")
+    data_file("wikitext2", "test.txt")
+    flags = dict(steps=3, eval_interval=2, n_test=2, max_new_tokens=6)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
+    cli = [*launch, "-m", "lora.finetune", "--fsdp", "--smoke", "--out-dir", str(tmp_path / "fsdp")]
+    cli += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+    run = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads((tmp_path / "fsdp" / "result.json").read_text())
+    ref = main(smoke_config(out_dir=str(tmp_path / "one"), **flags))
+    assert got["world_size"] == WORLD and got["config"]["fsdp"] and ref["memory"] is None
+    assert [s for s, _ in got["history"]["val_losses"]] == [0, 2, 3]
+    for key in ("train_losses", "val_losses"):  # seen: 1e-6 (padding: 2 micro-batches of 1, not 1 of 2)
+        for (step, a), (_, b) in zip(got["history"][key], ref["history"][key], strict=True):
+            assert abs(a - b) <= 1e-5, (key, step, a, b)
+    for when in ("before", "after"):
+        assert got[when].keys() == {"val_loss", "exact_match", "wikitext2_ppl"}
+        assert abs(got[when]["val_loss"] - ref[when]["val_loss"]) <= 1e-5
+        assert got[when]["exact_match"] == ref[when]["exact_match"]
+        assert abs(got[when]["wikitext2_ppl"] / ref[when]["wikitext2_ppl"] - 1) <= 1e-5
+    assert got["after"]["val_loss"] < got["before"]["val_loss"]
+    assert got["after"]["wikitext2_ppl"] != got["before"]["wikitext2_ppl"]  # rank 0 saw the trained weights
+    assert got["samples"] == ref["samples"]  # the same greedy generations, before and after
+    assert [r["rank"] for r in got["memory"]] == list(range(WORLD))
+    for report in got["memory"]:
+        assert report["world_size"] == WORLD
+        for kind, copies in (("params", 1), ("grads", 1), ("optimizer", 2)):
+            full = copies * got["n_params"] * 4  # fp32
+            assert report[kind]["full"] == full
+            assert full / WORLD <= report[kind]["allocated"] <= full / WORLD * 1.001, (kind, report[kind])
+    assert run.stdout.count("val_loss: before") == 1 and run.stdout.count(f"of {WORLD}: params") == WORLD
+    assert (tmp_path / "fsdp" / "ckpt-sharded" / "sharded.json").is_file()
+
+
 @pytest.mark.slow
 def test_smollm2_two_ranks_equal_one_process(smollm2, smollm2_file, tmp_path):
     """The real model: 2 AdamW steps sharded over 2 ranks == one process; per-rank memory as computed."""
