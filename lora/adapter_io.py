@@ -14,12 +14,12 @@ Reference: peft ``src/peft/utils/save_and_load.py`` (``get_peft_model_state_dict
 """
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from gpt.training.checkpoint import write_atomic
 from lora.dora import DoRALinear
 from lora.inject import QKV, Site, describe, freeze_base, hf_flavour, lora_layers, lora_sites, wrap_sites
 from lora.lora_linear import LoRALinear, layer_features
@@ -86,8 +86,8 @@ def save_adapter(model: nn.Module, directory) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     blob = save({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, metadata={"format": "pt"})
-    _write_atomic(directory / WEIGHTS_NAME, blob)
-    _write_atomic(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    write_atomic(directory / WEIGHTS_NAME, blob)
+    write_atomic(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
     return directory
 
 
@@ -230,16 +230,3 @@ def _target_modules(saved: list[str], every: list[str]) -> list[str]:
         if name not in out:
             out.append(name)
     return sorted(out)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

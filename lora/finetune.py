@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from gpt.model import GPT, IGNORE_INDEX, GPTConfig
-from gpt.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gpt.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_atomic
 from gpt.training.distributed import DistInfo, all_reduce_mean, barrier, gather_objects, pick_device
 from gpt.training.precision import DTYPES, Precision
 from gpt.training.runlog import RunLog
@@ -90,8 +90,10 @@ class FinetuneConfig:
             )
         if self.stop_step is not None and not 1 <= self.stop_step <= self.steps:
             raise ValueError(f"stop_step={self.stop_step} must be in 1..steps={self.steps}")
-        if not 0 <= self.warmup_steps <= self.steps or self.eval_interval < 0:
-            raise ValueError(f"need 0 <= warmup_steps <= steps and eval_interval >= 0, got {self}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be in 0..steps={self.steps}")
+        if self.eval_interval < 0:
+            raise ValueError(f"eval_interval={self.eval_interval} must be >= 0 (0: never)")
         if self.fsdp and self.dtype == "fp16":
             raise ValueError("fsdp with fp16 needs a sharded grad scaler; use --dtype=bf16 or fp32")
 
@@ -403,7 +405,7 @@ def main(cfg: RunConfig, info: DistInfo | None = None) -> dict:
     result |= dict(n_params=n_params, n_train=len(train), n_val=len(val), world_size=info.world_size)
     result["memory"] = memory if cfg.fsdp else None
     out = Path(cfg.out_dir)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out / "result.json", json.dumps(result, indent=2).encode())
     plot_report(result, out / "finetune.png")
     for name in ("val_loss", "exact_match", "wikitext2_ppl"):
         print(f"{name:>14}: before {before[name]:.4f}  after {after[name]:.4f}")

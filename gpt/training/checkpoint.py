@@ -46,6 +46,22 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def write_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def save_checkpoint(path, state: dict) -> Path:
     """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, then rename."""
     path = Path(path)
