@@ -20,7 +20,8 @@ def label(method: str, cfg: dict) -> str:
 
 
 def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    """``value`` formatted by ``spec`` ("8.3f"), or a dash as wide."""
+    return f"{'-':>{spec.split('.')[0]}}" if value is None else format(value, spec)
 
 
 def report(result: dict) -> str:
