@@ -14,6 +14,7 @@ Reference: nanoGPT ``train.py`` (``ckpt.pt`` with model/optimizer/model_args/ite
 ``torch.load`` weights_only docs; the ``safetensors`` format (Hugging Face).
 """
 
+import contextlib
 import os
 import random
 import re
@@ -46,36 +47,35 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def write_atomic(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
+@contextlib.contextmanager
+def atomic_file(path):
+    """``with atomic_file(path) as f:`` writes ``path`` whole or not at all: a temp file in the same folder,
+    fsync, then rename (atomic on POSIX: readers see the old file or the new one, never half of one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def save_checkpoint(path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write ``state`` to ``path`` atomically (:func:`atomic_file`), streamed, never whole in memory."""
+    with atomic_file(path) as f:
+        torch.save(state, f)
+    return Path(path)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
