@@ -17,10 +17,10 @@ held-out training problems, and GSM8K exact match of greedy generations (KV cach
     python -m lora.bench --device cuda --dtype bf16 --steps 200 --batch-size 16 --n-train 4000 \\
         --n-val 128 --n-test 250 --max-new-tokens 256 --gen-batch 64 --time-steps 10 --peft-steps 20
 
-The CPU defaults (8 steps of 4 examples of at most 256 tokens, 16 val problems, 8 test problems with
+The CPU defaults (10 steps of 4 examples of at most 256 tokens, 16 val problems, 16 test problems with
 128 new tokens, 2 timed steps) are sized for time, not for a verdict: a few steps move the loss, not
-the exact match. Per method on 2 cores, a step takes about 5 s (DoRA about 15 s: it recomputes every
-adapted weight's row norms) and generation 10-60 s (QLoRA dequantizes each layer at every token).
+the exact match. Per method on 2 cores: a training step takes 3-5 s (DoRA about 7 s: it recomputes
+every adapted weight's row norms), generation 15-50 s (QLoRA dequantizes every layer at every token).
 Learning rates are per family (``--full-lr``, ``--lora-lr``, ...), the usual ones, not tuned here.
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/lora-bench-<device>-<time>``).
 References: peft's method comparison (``method_comparison/`` in huggingface/peft); Hu et al. 2021 (LoRA),
@@ -67,14 +67,14 @@ class BenchConfig:
     device: str = "cpu"
     dtype: str = field(default="fp32", metadata={"choices": tuple(DTYPES)})
     threads: int = field(default=2, metadata={"help": "torch intra-op threads (CPU)"})
-    steps: int = field(default=8, metadata={"help": "optimizer steps per method"})
+    steps: int = field(default=10, metadata={"help": "optimizer steps per method"})
     batch_size: int = 4
     max_len: int = field(default=256, metadata={"help": "examples longer than this many tokens are dropped"})
     n_train: int = field(default=256, metadata={"help": "training problems tokenized (steps x batch read)"})
     n_val: int = field(default=16, metadata={"help": "held-out training problems for the val loss"})
-    n_test: int = field(default=8, metadata={"help": "the first N GSM8K test problems, for exact match"})
+    n_test: int = field(default=16, metadata={"help": "the first N GSM8K test problems, for exact match"})
     max_new_tokens: int = 128
-    gen_batch: int = 8
+    gen_batch: int = 16
     eval_batch: int = 8
     time_steps: int = field(
         default=2, metadata={"help": "timed steps per method (after a warm-up and the memory step)"}
