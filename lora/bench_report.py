@@ -76,13 +76,13 @@ def plot(result: dict, path) -> None:
             ax.legend(fontsize=7)
         ax.set(xscale="log", xlabel="trainable parameters", ylabel=name, title=f"{name} after fine-tuning")
     names = [r["label"] for r in rows]
-    for ax, key, name in (
-        (axes[2], "step_s", "seconds per training step"),
-        (axes[3], "peak_mb", "peak MB, one step"),
+    for ax, key, name, fmt in (
+        (axes[2], "step_s", "seconds per training step", "%.2f"),
+        (axes[3], "peak_mb", "peak MB, one step", "%.0f"),
     ):
         values = [r[key] if r[key] is not None else math.nan for r in rows]
         bars = ax.bar(range(len(rows)), values, color="tab:blue")
-        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        ax.bar_label(bars, fmt=fmt, fontsize=7)
         ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=7)
         ax.set_title(name)
     cfg = result["config"]
