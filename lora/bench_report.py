@@ -7,6 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
+from gpt.training.checkpoint import write_atomic
+
 COLUMNS = ("trainable", "trainable_pct", "peak_mb", "step_s", "val_loss", "exact_match")
 
 
@@ -97,15 +99,5 @@ def plot(result: dict, path) -> None:
 
 
 def write_json(result: dict, path) -> None:
-    """``result`` as indented JSON, whole or not at all (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``result`` as indented JSON, whole or not at all (``gpt.training.checkpoint.write_atomic``)."""
+    write_atomic(path, (json.dumps(result, indent=2) + "\n").encode())

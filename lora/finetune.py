@@ -260,6 +260,8 @@ def finetune(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the step's kernels, not just their launches, are timed
         step_times.append(time.perf_counter() - t_step)
 
         if step % cfg.log_interval == 0 or step == end_step:
