@@ -36,7 +36,7 @@ def report(result: dict) -> str:
         f"peak: one such step; % of the base model's {result['base_params'] / 1e6:.1f}M parameters",
         f"val loss: masked, {cfg['n_val']} held-out train problems; exact match: greedy, first "
         f"{cfg['n_test']} test problems, {cfg['max_new_tokens']} new tokens",
-        f"{'method':34s} {'trainable':>11s} {'%':>8s} {'peak MB':>8s} {'step s':>7s} {'vs full':>7s} "
+        f"{'method':34s} {'trainable':>11s} {'%':>8s} {'peak MiB':>8s} {'step s':>7s} {'vs full':>7s} "
         f"{'lr':>7s} {'val loss':>8s} {'exact':>7s}",
     ]
     full = next((r["step_s"] for r in rows if r["method"] == "full"), None)
@@ -80,7 +80,7 @@ def plot(result: dict, path) -> None:
     names = [r["label"] for r in rows]
     for ax, key, name, fmt in (
         (axes[2], "step_s", "seconds per training step", "%.2f"),
-        (axes[3], "peak_mb", "peak MB, one step", "%.0f"),
+        (axes[3], "peak_mb", "peak MiB, one step", "%.0f"),
     ):
         values = [r[key] if r[key] is not None else math.nan for r in rows]
         bars = ax.bar(range(len(rows)), values, color="tab:blue")
