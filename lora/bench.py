@@ -37,22 +37,18 @@ from pathlib import Path
 
 import torch
 
-from gpt.data.gsm8k import exact_match as gsm8k_match
-from gpt.data.gsm8k import extract_answer
 from gpt.flags import parse_dataclass
 from gpt.model import IGNORE_INDEX, token_cross_entropy
-from gpt.sampling import sample_next
 from gpt.training.precision import DTYPES, Precision
-from kvcache.contiguous import ContiguousKVCache
 from lora.bench_report import label, plot, report, write_json
 from lora.bottleneck import inject_adapters
 from lora.evaluation import gsm8k_exact_match, masked_loss
-from lora.examples import chat_examples, chat_prompt, collate, split
+from lora.examples import chat_examples, collate, split
 from lora.finetune import FinetuneConfig, RunConfig, finetune, load_model, make_optimizer
 from lora.inject import inject_lora, trainable_parameters
 from lora.memory import cpu_allocation_peak, tensor_bytes
-from lora.prefix_tuning import PrefixCache, PrefixTuning, prefix_tune
-from lora.prompt_tuning import PromptTuning, prompt_tune
+from lora.prefix_tuning import prefix_tune
+from lora.prompt_tuning import prompt_tune
 from lora.qlora import prepare_qlora
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # every linear
@@ -229,55 +225,9 @@ def measure_step(model, x, y, cfg: BenchConfig, ft: FinetuneConfig, precision, d
 
 
 @torch.no_grad()
-def greedy_wrapped(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions of chat-rendered ``prompts`` through a :class:`PromptTuning` or
-    :class:`PrefixTuning` wrapper, cut at the end token: static batches, ragged prompts right-padded in
-    a contiguous cache (``kvcache.contiguous``) behind the virtual tokens or the prefix."""
-    gpt, eos, texts = model.model, tokenizer.eos_id, []
-    w, was_training = gpt.wte.weight, model.training
-    model.eval()
-    for i in range(0, len(prompts), batch_size):
-        ids = [tokenizer.encode(p) for p in prompts[i : i + batch_size]]
-        B, lens = len(ids), [len(s) for s in ids]
-        T, P = max(lens), model.n_virtual
-        if isinstance(model, PromptTuning):  # the virtual tokens take positions 0..P-1 of every row
-            cache = inner = ContiguousKVCache(gpt.config, B, P + T + max_new_tokens, w.dtype, w.device)
-            gpt(inputs_embeds=model.prompt.to(w.dtype).expand(B, -1, -1), cache=cache)
-        else:  # the prefix sits in front of every layer's keys and values
-            inner = ContiguousKVCache(gpt.config, B, T + max_new_tokens, w.dtype, w.device)
-            cache = PrefixCache(model.prefix, B, inner)
-        x = torch.tensor([s + [eos] * (T - len(s)) for s in ids], device=w.device)  # (B, T) right-padded
-        inner.set_new_tokens(lens)
-        logits, _ = gpt(x, cache=cache)  # (B, T, vocab)
-        last = logits[torch.arange(B), torch.tensor(lens) - 1]  # (B, vocab): each row's last real token
-        out, done = [[] for _ in ids], [False] * B
-        for step in range(max_new_tokens):
-            nxt = sample_next(last, temperature=0.0)  # (B, 1)
-            for b, t in enumerate(nxt[:, 0].tolist()):
-                done[b] = done[b] or t == eos
-                if not done[b]:
-                    out[b].append(t)
-            if all(done) or step + 1 == max_new_tokens:
-                break
-            last = gpt(nxt, cache=cache)[0][:, -1]  # (B, vocab)
-        texts += [tokenizer.decode(o) for o in out]
-    model.train(was_training)
-    return texts
-
-
 def exact_match(model, tokenizer, problems, cfg: BenchConfig) -> dict:
-    """GSM8K exact match of greedy generations: ``lora.evaluation`` for a GPT (its paged engine),
-    :func:`greedy_wrapped` for a prompt/prefix-tuning wrapper (the engine serves a GPT only)."""
-    if not isinstance(model, (PromptTuning, PrefixTuning)):
-        return gsm8k_exact_match(model, tokenizer, problems, cfg.max_new_tokens, cfg.gen_batch)
-    prompts = [chat_prompt(tokenizer, p.question) for p in problems]
-    texts = greedy_wrapped(model, tokenizer, prompts, cfg.max_new_tokens, cfg.gen_batch)
-    rows = [
-        dict(generation=t, pred=extract_answer(t), gold=p.final) for p, t in zip(problems, texts, strict=True)
-    ]
-    for row in rows:
-        row["correct"] = gsm8k_match(row["pred"], row["gold"])
-    return {"exact_match": sum(r["correct"] for r in rows) / len(rows), "rows": rows}  # fmt: skip
+    """GSM8K exact match of greedy generations (``lora.evaluation``), for a GPT or a prompt/prefix wrapper."""
+    return gsm8k_exact_match(model, tokenizer, problems, cfg.max_new_tokens, cfg.gen_batch)
 
 
 # -- the comparison ------------------------------------------------------------------------------------

@@ -21,10 +21,14 @@ import torch
 
 from gpt.data.gsm8k import GSM8KProblem, exact_match, extract_answer
 from gpt.model import IGNORE_INDEX
+from gpt.sampling import sample_next
 from gpt.training.distributed import DistInfo, all_reduce_mean
 from gpt.training.precision import Precision
 from kvcache import LLMEngine, SamplingParams
+from kvcache.contiguous import ContiguousKVCache
 from lora.examples import Example, chat_prompt, collate
+from lora.prefix_tuning import PrefixCache, PrefixTuning
+from lora.prompt_tuning import PromptTuning
 
 
 @torch.no_grad()
@@ -72,9 +76,12 @@ def greedy_completions(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8
 ) -> list[str]:
     """Greedy completions of chat-rendered ``prompts`` (strings ending where the assistant starts), each
-    cut at the tokenizer's end token, in the order given."""
+    cut at the tokenizer's end token, in the order given: a GPT through ``kvcache.LLMEngine``, a prompt- or
+    prefix-tuning wrapper through :func:`greedy_wrapped`."""
     if not prompts:
         return []
+    if isinstance(model, (PromptTuning, PrefixTuning)):  # the engine serves a plain GPT only
+        return greedy_wrapped(model, tokenizer, prompts, max_new_tokens, batch_size)
     was_training = model.training
     ids = [tokenizer.encode(p) for p in prompts]
     block = 16  # KV blocks for batch_size sequences of the longest prompt plus its answer, no more
@@ -89,6 +96,45 @@ def greedy_completions(
         if tokenizer.eos_id in ids:
             ids = ids[: ids.index(tokenizer.eos_id)]
         texts.append(tokenizer.decode(ids))
+    return texts
+
+
+@torch.no_grad()
+def greedy_wrapped(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+) -> list[str]:
+    """Greedy completions of chat-rendered ``prompts`` through a :class:`PromptTuning` or
+    :class:`PrefixTuning` wrapper, cut at the end token: static batches, ragged prompts right-padded in
+    a contiguous cache (``kvcache.contiguous``) behind the virtual tokens or the prefix."""
+    gpt, eos, texts = model.model, tokenizer.eos_id, []
+    w, was_training = gpt.wte.weight, model.training
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        ids = [tokenizer.encode(p) for p in prompts[i : i + batch_size]]
+        B, lens = len(ids), [len(s) for s in ids]
+        T, P = max(lens), model.n_virtual
+        if isinstance(model, PromptTuning):  # the virtual tokens take positions 0..P-1 of every row
+            cache = inner = ContiguousKVCache(gpt.config, B, P + T + max_new_tokens, w.dtype, w.device)
+            gpt(inputs_embeds=model.prompt.to(w.dtype).expand(B, -1, -1), cache=cache)
+        else:  # the prefix sits in front of every layer's keys and values
+            inner = ContiguousKVCache(gpt.config, B, T + max_new_tokens, w.dtype, w.device)
+            cache = PrefixCache(model.prefix, B, inner)
+        x = torch.tensor([s + [eos] * (T - len(s)) for s in ids], device=w.device)  # (B, T) right-padded
+        inner.set_new_tokens(lens)
+        logits, _ = gpt(x, cache=cache)  # (B, T, vocab)
+        last = logits[torch.arange(B), torch.tensor(lens) - 1]  # (B, vocab): each row's last real token
+        out, done = [[] for _ in ids], [False] * B
+        for step in range(max_new_tokens):
+            nxt = sample_next(last, temperature=0.0)  # (B, 1)
+            for b, t in enumerate(nxt[:, 0].tolist()):
+                done[b] = done[b] or t == eos
+                if not done[b]:
+                    out[b].append(t)
+            if all(done) or step + 1 == max_new_tokens:
+                break
+            last = gpt(nxt, cache=cache)[0][:, -1]  # (B, vocab)
+        texts += [tokenizer.decode(o) for o in out]
+    model.train(was_training)
     return texts
 
 

@@ -16,13 +16,13 @@ from gpt.flags import add_dataclass_flags
 from lora.bench import (
     METHODS,
     BenchConfig,
-    greedy_wrapped,
     main,
     peak_step_bytes,
     smoke_config,
 )
 from lora.bench_report import COLUMNS
 from lora.bottleneck import adapter_param_count
+from lora.evaluation import greedy_wrapped
 from lora.finetune import RunConfig, load_model
 from lora.prefix_tuning import prefix_param_count, prefix_tune
 from lora.prompt_tuning import prompt_param_count, prompt_tune
