@@ -274,26 +274,32 @@ def compare(cfg: BenchConfig, base, tokenizer, out_dir=None, data=None) -> list[
     n_base = sum(p.numel() for p in base.parameters())
     rows = []
 
+    def val_loss(model):
+        return masked_loss(model, val, cfg.eval_batch, tokenizer.eos_id, precision=precision)
+
     def measure(name, model, row):
         em = exact_match(model, tokenizer, test, cfg)
         row |= dict(method=name, trainable_pct=100 * row["trainable"] / n_base, exact_match=em["exact_match"],
                     n_correct=sum(r["correct"] for r in em["rows"]), n_test=len(em["rows"]))  # fmt: skip
-        row["val_loss"] = masked_loss(model, val, cfg.eval_batch, tokenizer.eos_id, precision=precision)
+        row["val_loss"] = val_loss(model)
         rows.append(row | dict(sample=em["rows"][0]["generation"]))
 
     if cfg.baseline:
         empty = dict.fromkeys(("peak_mb", "step_s", "lr", "train_loss_first", "train_loss_last", "train_s"))
         untrained = dict(label="base model, untrained", trainable=0) | empty
-        measure("base", copy.deepcopy(base).to(device), untrained)
+        model = copy.deepcopy(base).to(device)
+        measure("base", model, untrained | dict(val_loss_start=val_loss(model)))
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)  # the same adapter init whatever ran before
         model = METHODS[name](base, cfg, tokenizer).to(device)
         trainable, _ = trainable_parameters(model)
         ft = finetune_config(name, cfg, Path(out_dir))
         peak, step_s = measure_step(model, x, y, cfg, ft, precision, device)
+        start = val_loss(model)  # before training: a QLoRA base (NF4) or a text-initialised prompt differs
         history = finetune(model, train, val, ft, pad_id=tokenizer.eos_id)
         losses = [loss for _, loss in history["train_losses"]]
         row = dict(label=label(name, asdict(cfg)), trainable=trainable, peak_mb=peak / 2**20, step_s=step_s)
+        row["val_loss_start"] = start
         row |= dict(
             lr=ft.lr, train_loss_first=losses[0], train_loss_last=losses[-1], train_s=history["wall_s"]
         )

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as
 
 from gpt.training.checkpoint import write_atomic
 
-COLUMNS = ("trainable", "trainable_pct", "peak_mb", "step_s", "val_loss", "exact_match")
+COLUMNS = ("trainable", "trainable_pct", "peak_mb", "step_s", "val_loss_start", "val_loss", "exact_match")
 
 
 def label(method: str, cfg: dict) -> str:
@@ -34,17 +34,18 @@ def report(result: dict) -> str:
         f"{cfg['steps']} steps of {cfg['batch_size']} GSM8K examples (<= {cfg['max_len']} tokens) per method",
         f"step time: median of {cfg['time_steps']} steps (fwd + bwd + clip + AdamW) on one {B} x {T} batch; "
         f"peak: one such step; % of the base model's {result['base_params'] / 1e6:.1f}M parameters",
-        f"val loss: masked, {cfg['n_val']} held-out train problems; exact match: greedy, first "
-        f"{cfg['n_test']} test problems, {cfg['max_new_tokens']} new tokens",
+        f"val loss: masked, {cfg['n_val']} held-out train problems, before (start) and after training; "
+        f"exact match: greedy, first {cfg['n_test']} test problems, {cfg['max_new_tokens']} new tokens",
         f"{'method':34s} {'trainable':>11s} {'%':>8s} {'peak MiB':>8s} {'step s':>7s} {'vs full':>7s} "
-        f"{'lr':>7s} {'val loss':>8s} {'exact':>7s}",
+        f"{'lr':>7s} {'start':>7s} {'val loss':>8s} {'exact':>7s}",
     ]
     full = next((r["step_s"] for r in rows if r["method"] == "full"), None)
     for r in rows:
         ratio = r["step_s"] / full if full and r["step_s"] else None
         lines.append(
             f"{r['label']:34s} {r['trainable']:11,d} {r['trainable_pct']:8.4f} {_fmt(r['peak_mb'], '8.0f')} "
-            f"{_fmt(r['step_s'], '7.3f')} {_fmt(ratio, '7.2f')} {_fmt(r['lr'], '7.0e')} {r['val_loss']:8.4f} "
+            f"{_fmt(r['step_s'], '7.3f')} {_fmt(ratio, '7.2f')} {_fmt(r['lr'], '7.0e')} "
+            f"{r['val_loss_start']:7.4f} {r['val_loss']:8.4f} "
             f"{r['n_correct']:>3d}/{r['n_test']:<3d}"
         )
     peft = result.get("peft")
