@@ -46,7 +46,7 @@ class Site:
 def lora_sites(model: nn.Module) -> list[Site]:
     """Every site of ``model`` that can take an adapter, with its HF name where the model has one."""
     sites, covered = [], set()
-    tied = _tied_weights(model)
+    tied = tied_weight_ids(model)
     kind = hf_flavour(model)
     if kind is not None:
         cfg = model.config
@@ -101,7 +101,7 @@ def select_sites(sites: list[Site], targets: str | Sequence[str]) -> list[Site]:
         raise TypeError(f"targets must be a string or a non-empty list of module names, got {targets!r}")
     hits = []
     for pattern in targets:
-        found = [s for s in sites if any(_matches(pattern, n) for n in names(s))]
+        found = [s for s in sites if any(name_matches(pattern, n) for n in names(s))]
         if not found:
             raise ValueError(f"target {pattern!r} matches no layer; available: {describe(sites)}")
         hits += [s for s in found if s not in hits]
@@ -224,7 +224,8 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def _matches(pattern: str, name: str) -> bool:
+def name_matches(pattern: str, name: str) -> bool:
+    """peft's rule: the full name, its last dotted parts ("c_attn" matches "h.0.attn.c_attn"), or a glob."""
     return name == pattern or name.endswith("." + pattern) or fnmatch.fnmatchcase(name, pattern)
 
 
@@ -236,7 +237,7 @@ def _is_linear(m: nn.Module) -> bool:
     return not isinstance(m, nn.Embedding)
 
 
-def _tied_weights(model: nn.Module) -> set[int]:
+def tied_weight_ids(model: nn.Module) -> set[int]:
     """ids of parameters registered under more than one name (a tied head and embedding)."""
     seen, tied = set(), set()
     for _, p in model.named_parameters(remove_duplicate=False):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lora.inject import _matches, _tied_weights
+from lora.inject import name_matches, tied_weight_ids
 from lora.lora_linear import LoRALinear
 from quant.nf4 import NF4Linear
 
@@ -43,15 +43,17 @@ def prepare_qlora(
     skip = [skip] if isinstance(skip, str) else list(skip)
     names = [name for name, _ in model.named_modules() if name]
     for pattern in skip:
-        if not any(_matches(pattern, name) for name in names):
+        if not any(name_matches(pattern, name) for name in names):
             raise ValueError(f"skip name {pattern!r} matches no module; names look like {names[:4]}")
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("the model already has LoRA layers; call prepare_qlora first, then inject_lora")
-    tied = _tied_weights(model)
+    tied = tied_weight_ids(model)
     chosen = [
         name
         for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and id(m.weight) not in tied and not any(_matches(p, name) for p in skip)
+        if isinstance(m, nn.Linear)
+        and id(m.weight) not in tied
+        and not any(name_matches(p, name) for p in skip)
     ]
     layers = {  # build every layer before swapping any, so a bad setting leaves the model untouched
         name: NF4Linear.from_linear(
