@@ -17,6 +17,7 @@ from test_lora_lora import (
     ALL_LLAMA,
     QUANTIZED,
     TOL,
+    assert_matches_peft_through_merge,
     copy_to_peft,
     make_peft,
     max_diff,
@@ -28,7 +29,7 @@ from torch import nn
 
 from gpt.hf import from_hf
 from lora.dora import DoRALinear
-from lora.inject import inject_lora, lora_layers, merge_lora, unmerge_lora
+from lora.inject import inject_lora, lora_layers
 from lora.lora_linear import dense_weight
 
 pytest.importorskip("peft")
@@ -74,19 +75,7 @@ def test_logits_match_peft_unmerged_merged_unmerged(tiny_llama, targets, rslora)
     assert torch.equal(c_attn.lora_magnitude["q"], torch.linalg.norm(w[:48], dim=1))
     randomise(model)
     pm = make_peft(tiny_llama, targets, r=4, alpha=8, use_rslora=rslora, use_dora=True).eval()
-    copy_to_peft(model, pm)
-    idx = tokens(97)
-    ref = pm(input_ids=idx).logits
-    assert max_diff(tiny_llama(idx)[0], ref) > 1000 * TOL
-    assert max_diff(model(idx)[0], ref) < TOL
-    merge_lora(model)
-    pm.merge_adapter()
-    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
-    assert max_diff(model(idx)[0], ref) < TOL
-    unmerge_lora(model)
-    pm.unmerge_adapter()
-    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
-    assert max_diff(model(idx)[0], ref) < TOL
+    assert_matches_peft_through_merge(tiny_llama, model, pm)
     assert max_diff(model.h[0].attn.c_attn.base.weight, tiny_llama.h[0].attn.c_attn.weight) < TOL
 
 
@@ -131,14 +120,7 @@ def test_gpt2_biased_conv1d_matches_peft(tiny_hf):
     inject_lora(model, ["c_attn", "c_fc"], r=4, alpha=8, dora=True)
     randomise(model)
     pm = make_peft(base, ["c_attn", "c_fc"], r=4, alpha=8, use_dora=True, fan_in_fan_out=True).eval()
-    copy_to_peft(model, pm, "gpt2")
-    idx = tokens(base.config.vocab_size)
-    ref = pm(input_ids=idx).logits
-    assert max_diff(base(idx)[0], ref) > 1000 * TOL
-    assert max_diff(model(idx)[0], ref) < TOL
-    merge_lora(model)
-    pm.merge_adapter()
-    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
+    assert_matches_peft_through_merge(base, model, pm, "gpt2", unmerge=False)
 
 
 @pytest.mark.parametrize("kind", sorted(QUANTIZED))

@@ -104,6 +104,26 @@ def make_peft(model: nn.Module, targets, r: int, alpha: float, **kw):
     return peft.get_peft_model(to_hf(model), config)
 
 
+def assert_matches_peft_through_merge(base, model, pm, family: str = "llama", unmerge: bool = True) -> None:
+    """Our adapters copied into ``pm``: logits equal peft's unmerged, merged and (``unmerge``) unmerged
+    again, and differ from the base's by far more than the tolerance (so the checks can fail)."""
+    copy_to_peft(model, pm, family)
+    idx = tokens(base.config.vocab_size)
+    ref = pm(input_ids=idx).logits
+    assert max_diff(base(idx)[0], ref) > 1000 * TOL  # the adapters change the logits
+    assert max_diff(model(idx)[0], ref) < TOL
+    merge_lora(model)
+    pm.merge_adapter()
+    assert all(m.merged for m in lora_layers(model).values())
+    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
+    assert max_diff(model(idx)[0], ref) < TOL
+    if unmerge:
+        unmerge_lora(model)
+        pm.unmerge_adapter()
+        assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
+        assert max_diff(model(idx)[0], ref) < TOL
+
+
 @pytest.fixture
 def tiny_llama(tiny_hf):
     """Our GPT equal to the tiny random Llama (GQA 6 -> 2 heads, untied head)."""
@@ -202,22 +222,7 @@ def test_logits_match_peft_unmerged_merged_unmerged(tiny_llama, ours_targets, pe
     inject_lora(model, ours_targets, r=4, alpha=8, rslora=rslora)
     randomise(model)
     pm = make_peft(base, peft_targets, r=4, alpha=8, use_rslora=rslora).eval()
-    copy_to_peft(model, pm)
-    idx = tokens(base.config.vocab_size)
-    ref = pm(input_ids=idx).logits
-    assert (
-        max_diff(base(idx)[0], ref) > 1000 * TOL
-    )  # the adapters change the logits: the checks below can fail
-    assert max_diff(model(idx)[0], ref) < TOL
-    merge_lora(model)
-    pm.merge_adapter()
-    assert all(m.merged for m in lora_layers(model).values())
-    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
-    assert max_diff(model(idx)[0], ref) < TOL
-    unmerge_lora(model)
-    pm.unmerge_adapter()
-    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
-    assert max_diff(model(idx)[0], ref) < TOL
+    assert_matches_peft_through_merge(base, model, pm)
 
 
 def test_gradients_match_peft(tiny_llama):
@@ -268,14 +273,7 @@ def test_gpt2_fused_conv1d_matches_peft(tiny_hf):
     ]
     randomise(model)
     pm = make_peft(base, ["c_attn", "c_proj"], r=4, alpha=8, fan_in_fan_out=True).eval()
-    copy_to_peft(model, pm, "gpt2")
-    idx = tokens(base.config.vocab_size)
-    ref = pm(input_ids=idx).logits
-    assert max_diff(base(idx)[0], ref) > 1000 * TOL
-    assert max_diff(model(idx)[0], ref) < TOL
-    merge_lora(model)
-    pm.merge_adapter()
-    assert max_diff(model(idx)[0], pm(input_ids=idx).logits) < TOL
+    assert_matches_peft_through_merge(base, model, pm, "gpt2", unmerge=False)
 
 
 def test_smollm2_matches_peft(smollm2):
