@@ -118,9 +118,16 @@ class LLMEngine:
         in the context; a request that reaches the context length finishes there (``"length"``), so the
         model, which does not check cached positions, never sees one past its block_size."""
         params = SamplingParams() if params is None else params
+        self._check_params(params)
+        return self._add(self._prompt_ids(prompt), params, request_id)
+
+    def _check_params(self, params):
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be a kvcache.SamplingParams, got {type(params).__name__}")
-        return self._add(self._prompt_ids(prompt), params, request_id)
+        if params.stop and self.tokenizer is None:
+            raise ValueError(
+                "stop strings need a tokenizer to read the output: LLMEngine(model, tokenizer=...)"
+            )
 
     def _add(self, ids: list[int], params: SamplingParams, request_id: str | None) -> str:
         seq_id = next(self._ids)
@@ -194,7 +201,7 @@ class LLMEngine:
             if seq.first_token_time is None:
                 seq.first_token_time = now
             p = seq.params
-            if tok in p.stop_token_ids:
+            if tok in p.stop_token_ids or (p.stop and self._stop_string_at_end(seq)):
                 seq.finish_reason = "stop"
             elif seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
                 seq.finish_reason = "length"
@@ -203,6 +210,13 @@ class LLMEngine:
                 self.scheduler.finish(seq)
             outputs.append(Output.of(seq, self.tokenizer))
         return outputs
+
+    def _stop_string_at_end(self, seq: Sequence) -> bool:
+        """Does a stop string end in the newest token? Every token is at least one byte, so a stop string
+        of b bytes that ends there lies within the last b tokens: only those are decoded."""
+        window = max(len(s.encode("utf-8")) for s in seq.params.stop)
+        tail = self.tokenizer.decode(seq.token_ids[-window:][-seq.num_output_tokens :])
+        return any(s in tail for s in seq.params.stop)
 
     def _sample(self, logits: Tensor, seqs: list[Sequence]) -> list[int]:
         """logits (n, vocab) -> one token per sequence; greedy rows in one argmax, others row by row
@@ -235,8 +249,8 @@ class LLMEngine:
         for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
             try:
                 prompt_ids = self._prompt_ids(p)
-                if sp is not None and not isinstance(sp, SamplingParams):
-                    raise TypeError(f"params must be a kvcache.SamplingParams, got {type(sp).__name__}")
+                if sp is not None:
+                    self._check_params(sp)
                 checked.append((prompt_ids, SamplingParams() if sp is None else sp))
             except (TypeError, ValueError) as err:
                 raise type(err)(f"prompt {i}: {err}") from None

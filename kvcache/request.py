@@ -27,6 +27,7 @@ class SamplingParams:
     top_p: float | None = None
     max_tokens: int = 16
     stop_token_ids: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()  # finish once the output text contains one (needs the engine's tokenizer)
     seed: int | None = None  # a private torch.Generator for this request (None: torch's global RNG)
 
     def __post_init__(self):
@@ -43,6 +44,9 @@ class SamplingParams:
         self.stop_token_ids = tuple(self.stop_token_ids)
         if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
             raise ValueError(f"stop_token_ids must be non-negative ints, got {self.stop_token_ids!r}")
+        if isinstance(self.stop, str) or not all(isinstance(t, str) and t for t in self.stop):
+            raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        self.stop = tuple(self.stop)
         if self.seed is not None and not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int or None, got {self.seed!r}")
 

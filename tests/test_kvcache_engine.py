@@ -165,6 +165,29 @@ def test_string_prompts_with_a_tokenizer(case):
         LLMEngine(model).generate(["hello"], GREEDY, use_tqdm=False)
 
 
+def test_stop_strings_finish_at_the_token_that_completes_them(case):
+    model, ps, refs = case
+
+    class Chars:  # one printable character per token id
+        def encode(self, s):
+            return [ord(c) - 32 for c in s]
+
+        def decode(self, ids):
+            return "".join(chr(32 + i % 90) for i in ids)
+
+    eng = LLMEngine(model, tokenizer=Chars(), block_size=4)
+    text = Chars().decode(refs[3])
+    first = min(text.find(text[4:6]), 4)  # where the 2-character stop string first ends, minus one
+    stop = SamplingParams(temperature=0.0, max_tokens=NEW, stop=(text[4:6], "\x00never"))
+    out = eng.generate([ps[3], ps[3]], [stop, GREEDY], use_tqdm=False)
+    assert out[0].token_ids == refs[3][: first + 2] and out[0].finish_reason == "stop"
+    assert out[1].token_ids == refs[3] and out[1].finish_reason == "length"
+    with pytest.raises(ValueError, match="stop strings need a tokenizer"):
+        LLMEngine(model).generate([ps[0]], stop, use_tqdm=False)
+    with pytest.raises(ValueError, match="non-empty strings"):
+        SamplingParams(stop=("",))
+
+
 def test_bad_inputs_are_clear_errors(case):
     model, ps, refs = case
     eng = LLMEngine(model, block_size=4, num_blocks=8)
