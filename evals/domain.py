@@ -127,7 +127,7 @@ def main(args: DomainConfig) -> dict:
     """Build, decontaminate and write both benchmarks; return their manifests."""
     out = Path(args.out)
     start = time.perf_counter()
-    # pystdlib is indexed without the benchmark's held-out files, the other corpora whole (their train splits)
+    # pystdlib is indexed without the benchmark's held-out files, the other corpora as training reads them
     indexes = build_indexes(training_corpora(pystdlib_val_fraction=args.held_out_fraction), n=args.ngram)
     check = dict(ngram=args.ngram, threshold=args.threshold, corpora=sorted(indexes))
 
