@@ -38,26 +38,29 @@ def exact_match(generations: list[str], target: str, record: dict) -> dict:
 
 
 def gsm8k(generations: list[str], target: str, record: dict) -> dict:
-    from evals.gsm8k import score
+    from evals.benchmarks.gsm8k import score
 
     scores = [score(g, target) for g in generations]
     return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
 
 
 def arithmetic(generations: list[str], target: str, record: dict) -> dict:
-    from evals.domain import check_arithmetic
+    from evals.benchmarks.domain import check_arithmetic
 
     return {"exact_match": float(np.mean([check_arithmetic(g, target) for g in generations]))}
 
 
 def humaneval(generations: list[str], target: str, record: dict, ks=(1, 10)) -> dict:
     """pass@k of one problem (a HumanEval record) from its ``n`` completions, each run in the sandbox."""
-    from evals.humaneval import Problem, check, pass_at_k
+    from evals.benchmarks.humaneval import Problem, check, pass_at_k
 
     problem = Problem(
         **{f: record[f] for f in ("task_id", "prompt", "canonical_solution", "test", "entry_point")}
     )
-    results = [check(problem, g) for g in generations]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # each check is its own subprocess
+        results = list(pool.map(lambda g: check(problem, g), generations))
     c, n = sum(r.status == "passed" for r in results), len(results)
     out = {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}
     out["statuses"] = [r.status for r in results]

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from evals.contamination import (
+from evals.benchmarks.contamination import (
     CORPORA,
     DEFAULT_N,
     THRESHOLD,

@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-from evals.arithmetic import TEMPLATES, build_arithmetic, check_arithmetic, final_number
-from evals.domain import DomainConfig, load_benchmark, main, manifest_path, write_benchmark
-from evals.pystdlib_mc import (
+from evals.benchmarks.arithmetic import TEMPLATES, build_arithmetic, check_arithmetic, final_number
+from evals.benchmarks.domain import DomainConfig, load_benchmark, main, manifest_path, write_benchmark
+from evals.benchmarks.pystdlib_mc import (
     HELD_OUT_FRACTION,
     build_pystdlib_mc,
     first_sentence,
@@ -123,7 +123,7 @@ def defined_functions(source: str) -> dict[str, str]:
 
 def test_every_real_item_matches_its_source_file(pystdlib_items):
     records = pystdlib_items
-    assert len(records) >= 500  # the default n of python -m evals.domain fits, before contamination
+    assert len(records) >= 500  # the default n of evals.benchmarks.domain fits, before contamination
     assert len({r["id"] for r in records}) == len(records)
     paths = dict(stdlib_files())
     held_out_texts = set(load_pystdlib(HELD_OUT_FRACTION).val)

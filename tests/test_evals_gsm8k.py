@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.gsm8k import (
+from evals.benchmarks.gsm8k import (
     COT_STRICT_PATTERN,
     DOC_TO_TEXT,
     FALLBACK,

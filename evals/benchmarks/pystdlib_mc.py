@@ -20,7 +20,7 @@ split pystdlib with ``val_fraction = 0.05`` (``gpt/training/config.py``), and th
 about 200 items, so the benchmark draws from the files of a larger hash-split, ``HELD_OUT_FRACTION = 0.2``
 (``gpt.data.sources.split_by_hash``, the same hash, so the 0.05 val files are inside it). On Python
 3.11.7 that is 672 candidates, 205 of them from the 0.05 val files, and 15 dropped as contaminated
-(``python -m evals.domain``). Files hashed in [0.05, 0.2) *are* in the train split of the pystdlib
+(``python -m evals.benchmarks.domain``). Files hashed in [0.05, 0.2) *are* in the train split of the pystdlib
 presets (``cpu-demo`` and the default ``TrainConfig``): :func:`seen_by_presets` names those items, and the
 manifest counts the others. SmolLM2 pretrained on public code and has almost surely seen every stdlib file.
 

@@ -4,14 +4,15 @@ written as JSONL with the sha256 of the bytes in a manifest beside them.
 Teaches what makes a home-made benchmark citable: the same command and seed give a byte-identical file
 (records in a fixed order, keys in a fixed order, no timestamps), the manifest names the version, seed,
 item count and hash, and :func:`load_benchmark` refuses a file whose bytes no longer match it. The
-benchmarks themselves are :mod:`evals.pystdlib_mc` (which function does this docstring describe) and
-:mod:`evals.arithmetic` (templated word problems with exact answers); before writing, every candidate
-item is checked against this repo's training corpora (:mod:`evals.contamination`) and dropped when it
-shares any 13-gram (or, shorter than 13 words, occurs whole) in one of them.
+benchmarks themselves are :mod:`evals.benchmarks.pystdlib_mc` (which function does this docstring
+describe) and :mod:`evals.benchmarks.arithmetic` (templated word problems with exact answers); before
+writing, every candidate item is checked against this repo's training corpora
+(:mod:`evals.benchmarks.contamination`) and dropped when it shares any 13-gram (or, shorter than 13
+words, occurs whole) in one of them.
 
-``python -m evals.domain --out DIR`` writes ``DIR/pystdlib_mc.jsonl``, ``DIR/arithmetic.jsonl``, their
-``.manifest.json`` files and ``DIR/contamination.json`` (every candidate's overlap, and GSM8K test against
-GSM8K train as a sanity check), and prints the manifests.
+``python -m evals.benchmarks.domain --out DIR`` writes ``DIR/pystdlib_mc.jsonl``,
+``DIR/arithmetic.jsonl``, their ``.manifest.json`` files and ``DIR/contamination.json`` (every
+candidate's overlap, and GSM8K test against GSM8K train as a sanity check), and prints the manifests.
 """
 
 import hashlib
@@ -22,9 +23,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evals.arithmetic import VERSION as ARITHMETIC_VERSION
-from evals.arithmetic import build_arithmetic
-from evals.contamination import (
+from evals.benchmarks.arithmetic import VERSION as ARITHMETIC_VERSION
+from evals.benchmarks.arithmetic import build_arithmetic
+from evals.benchmarks.contamination import (
     DEFAULT_N,
     THRESHOLD,
     build_indexes,
@@ -32,8 +33,13 @@ from evals.contamination import (
     gsm8k_test_report,
     training_corpora,
 )
-from evals.pystdlib_mc import HELD_OUT_FRACTION, PRESETS_VAL_FRACTION, build_pystdlib_mc, seen_by_presets
-from evals.pystdlib_mc import VERSION as PYSTDLIB_MC_VERSION
+from evals.benchmarks.pystdlib_mc import (
+    HELD_OUT_FRACTION,
+    PRESETS_VAL_FRACTION,
+    build_pystdlib_mc,
+    seen_by_presets,
+)
+from evals.benchmarks.pystdlib_mc import VERSION as PYSTDLIB_MC_VERSION
 from gpt.training.checkpoint import write_atomic
 
 
@@ -80,7 +86,7 @@ def load_benchmark(path) -> tuple[list[dict], dict]:
     if digest != manifest["sha256"]:
         raise ValueError(
             f"{path}: sha256 {digest[:12]}... does not match its manifest's {manifest['sha256'][:12]}...; "
-            f"rebuild it with python -m evals.domain"
+            f"rebuild it with python -m evals.benchmarks.domain"
         )
     return [json.loads(line) for line in data.decode().splitlines()], manifest
 
@@ -101,7 +107,7 @@ def _decontaminated(records, text_fn, indexes, threshold, n):
 
 @dataclass
 class DomainConfig:
-    """What ``python -m evals.domain`` builds; ``__post_init__`` only checks."""
+    """What ``python -m evals.benchmarks.domain`` builds; ``__post_init__`` only checks."""
 
     out: str = field(default="runs/evals-domain", metadata={"help": "folder for the benchmark files"})
     seed: int = 0
@@ -184,4 +190,8 @@ def main(args: DomainConfig) -> dict:
 if __name__ == "__main__":
     from gpt.flags import parse_dataclass
 
-    main(parse_dataclass(DomainConfig, prog="python -m evals.domain", description=__doc__.split("\n\n")[0]))
+    main(
+        parse_dataclass(
+            DomainConfig, prog="python -m evals.benchmarks.domain", description=__doc__.split("\n\n")[0]
+        )
+    )

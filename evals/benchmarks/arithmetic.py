@@ -12,14 +12,14 @@ Record: ``{"id", "question", "answer", "template", "params"}``; ``answer`` is th
 string (``"-3"``, ``"1250"``: no commas, no sign for positives).
 
 Reference: GSM8K (Cobbe et al. 2021) for the item style; lm-evaluation-harness ``gsm8k.yaml`` for the
-extraction regex (:data:`evals.gsm8k.FLEXIBLE_PATTERN`).
+extraction regex (:data:`evals.benchmarks.gsm8k.FLEXIBLE_PATTERN`).
 """
 
 import random
 import re
 from decimal import Decimal
 
-from evals.gsm8k import FLEXIBLE_PATTERN
+from evals.benchmarks.gsm8k import FLEXIBLE_PATTERN
 
 VERSION = "1.0"
 NAMES = ("Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Imani", "Jonas", "Kira", "Luis")
