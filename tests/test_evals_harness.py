@@ -290,3 +290,18 @@ def test_bad_input_is_a_clear_error(tiny, tmp_path):
         TaskSpec("t", write_jsonl(tmp_path / "ok.jsonl", [{"id": "a"}]), template="{nope}").context(
             {"id": "a"}
         )
+
+
+def test_a_lite_run_scores_only_the_subset_and_weights_it(tiny, tmp_path):
+    from evals.lite import Subset
+
+    model, tok = tiny
+    task = toy_task(tmp_path)
+    full = evaluate(task, GPTBackend(model, tok), progress=False)
+    subset = Subset(items=[1, 4, 7], weights=[0.5, 0.3, 0.2], method="hand")
+    lite = evaluate(task, GPTBackend(model, tok), lite=subset, progress=False)
+    assert lite.lite and lite.n == 3 and [it["id"] for it in lite.items] == ["q1", "q4", "q7"]
+    acc = [it["acc"] for it in full.items]
+    assert lite.value("acc") == pytest.approx(0.5 * acc[1] + 0.3 * acc[4] + 0.2 * acc[7], abs=1e-12)
+    with pytest.raises(ValueError, match="outside the task's 10 items"):
+        evaluate(task, GPTBackend(model, tok), lite=Subset(items=[3, 12], weights=[0.5, 0.5], method="hand"))
