@@ -46,13 +46,14 @@ class RunConfig:
             raise ValueError(f"backend must be 'engine' or 'generate', got {self.backend!r}")
         if self.n < 0 or self.samples < 1:
             raise ValueError(f"n must be >= 0 and samples >= 1, got n={self.n}, samples={self.samples}")
-        if not self.out:
-            tag = (
-                self.task
-                + (f"-n{self.n}" if self.n else "")
-                + (f"-s{self.samples}" if self.samples > 1 else "")
-            )
-            self.out = f"runs/evals/{tag}"
+
+
+def out_dir(cfg: RunConfig) -> Path:
+    """``cfg.out``, or ``runs/evals/<task>[-n<N>][-s<samples>]`` (derived here, not stored in the config)."""
+    if cfg.out:
+        return Path(cfg.out)
+    tag = cfg.task + (f"-n{cfg.n}" if cfg.n else "") + (f"-s{cfg.samples}" if cfg.samples > 1 else "")
+    return Path("runs/evals") / tag
 
 
 def task_kwargs(cfg: RunConfig) -> dict:
@@ -75,7 +76,7 @@ def main(cfg: RunConfig) -> dict:
     path = Path(cfg.gguf) if cfg.gguf else smollm2_path()
     model, tok = load_gguf(path, device=cfg.device)
     Backend = EngineBackend if cfg.backend == "engine" else GPTBackend
-    out = Path(cfg.out)
+    out = out_dir(cfg)
     t0 = time.perf_counter()
     limit = cfg.n if cfg.n and cfg.task in ("pystdlib_mc", "arithmetic") else None
     res = evaluate(
