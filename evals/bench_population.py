@@ -30,6 +30,7 @@ from evals.backend import GPTBackend
 from evals.harness import evaluate
 from evals.task import TaskSpec
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository: gpt/train.py is run as a script
 QUANT_MEMBERS = ("q8_0", "q4_0", "int4-g32", "int4-g128", "nf4")
 LORA_MEMBERS = ("lora-code-r8-qv", "lora-gsm8k-r16-all")
 TRUNCATED = (24, 20)
@@ -122,14 +123,15 @@ def char_checkpoints(out: Path, steps=CHAR_STEPS):
     """Train the cpu-demo preset, stopping at each of ``steps`` to keep a copy of its checkpoint."""
     from gpt.training.checkpoint import load_checkpoint
 
+    out = out.resolve()
     run = out / "cpu-demo"
     for i, s in enumerate(steps):
         dest = out / f"char-step{s}.pt"
         if dest.exists():
             continue
-        cmd = [sys.executable, "gpt/train.py", "--preset=cpu-demo", f"--out-dir={run}", f"--stop-step={s}"]
-        cmd += ["--resume"] if i else []
-        subprocess.run(cmd, check=True)
+        cmd = [sys.executable, str(ROOT / "gpt" / "train.py"), "--preset=cpu-demo", f"--out-dir={run}"]
+        cmd += [f"--stop-step={s}"] + (["--resume"] if i else [])
+        subprocess.run(cmd, check=True, cwd=ROOT)
         state = load_checkpoint(run / "ckpt.pt")
         torch.save({"model": state["model"], "model_config": state["model_config"]}, dest)
     return [out / f"char-step{s}.pt" for s in steps]
@@ -164,6 +166,34 @@ def members(out: Path):
         yield f"char-gpt-{path.stem.split('-')[-1]}", lambda path=path: char_member(path)
 
 
+def finished(task: TaskSpec, path: Path, name: str):
+    """The results in ``path`` if it holds every item of ``task`` (same task, data, member), else None."""
+    if not path.exists():
+        return None
+    try:
+        return evaluate(task, _NoModel(), out=path, model=name, progress=False)
+    except _NoModel.NeedsModelError:
+        return None
+
+
+class _NoModel:
+    """A backend that refuses work: ``evaluate`` with it only reads what the results file holds."""
+
+    name = "none"
+
+    class NeedsModelError(Exception):
+        pass
+
+    def loglikelihood(self, requests):
+        raise self.NeedsModelError
+
+    def generate(self, requests):
+        raise self.NeedsModelError
+
+    def chat_template(self, messages):
+        raise self.NeedsModelError
+
+
 def build_population(task: TaskSpec, out, batch_size: int = 16) -> dict:
     """Score every member on ``task``; returns {"names", "ids", "Y" (models, items), "wall_s"}."""
     out = Path(out)
@@ -171,8 +201,12 @@ def build_population(task: TaskSpec, out, batch_size: int = 16) -> dict:
     names, rows, wall = [], [], {}
     for name, build in members(out):
         t0 = time.perf_counter()
-        model, tok = build()
-        res = evaluate(task, GPTBackend(model, tok, batch_size), out=out / f"{name}.jsonl", model=name)
+        path = out / f"{name}.jsonl"
+        res = finished(task, path, name)  # a member already scored in full is not rebuilt (nor retrained)
+        if res is None:
+            model, tok = build()
+            res = evaluate(task, GPTBackend(model, tok, batch_size), out=path, model=name)
+            del model
         names.append(name)
         rows.append([it["acc"] for it in res.items])
         wall[name] = {
@@ -181,7 +215,6 @@ def build_population(task: TaskSpec, out, batch_size: int = 16) -> dict:
             "scored": res.scored_now,
         }
         print(f"{name:28s} acc {res.value('acc'):.3f}  ({res.scored_now} items scored in {res.wall_s:.0f} s)")
-        del model
     ids = [str(r[task.id_field]) for r in task.records()]
     Y = np.array(rows, dtype=np.float64)
     np.savez(out / "population.npz", Y=Y, names=np.array(names), ids=np.array(ids))

@@ -13,7 +13,8 @@ Teaches that a benchmark number is a (data, prompt, scorer) triple, and names al
   pass@10 (Chen et al. 2021);
 - ``pystdlib_mc`` and ``arithmetic``: this repo's two domain benchmarks
   (:mod:`evals.benchmarks.domain`), built once into the cache folder and checked against their manifest's
-  sha256 on every load.
+  sha256 on every load. ``arithmetic``'s few-shot examples are the first items of its own file (never an
+  item's own): those three items appear in every other prompt.
 
 Files go under ``$LLM_COURSE_CACHE/evals`` (they are derived from the data folder, which may be read-only).
 """
