@@ -45,7 +45,7 @@ def gsm8k(generations: list[str], target: str, record: dict) -> dict:
 
 
 def arithmetic(generations: list[str], target: str, record: dict) -> dict:
-    from evals.benchmarks.domain import check_arithmetic
+    from evals.benchmarks.arithmetic import check_arithmetic
 
     return {"exact_match": float(np.mean([check_arithmetic(g, target) for g in generations]))}
 
