@@ -4,7 +4,7 @@ Lite evaluation (:mod:`evals.lite`) learns which items matter from how *other* m
 its population must be real and varied. Here it is built from what this repo makes:
 
 - SmolLM2-135M-Instruct as loaded (fp32, from the Q4_1 file) and at every weight format of ``quant``:
-  ggml Q8_0 and Q4_0 (quantized, then dequantized), INT4 in groups of 32 and 128
+  ggml Q8_0 and Q4_0 (quantized, then dequantized), INT4 in groups of 32 and 64
   (``quant.quantize_model``), NF4 (``quant.nf4``). INT8 and Q4_1 are left out to keep the build
   short on a CPU (minutes per member): they are the two formats closest to the loaded weights;
 - SmolLM2 with LoRA adapters trained briefly by ``lora.finetune`` on two domains (code and GSM8K), merged;
@@ -31,7 +31,7 @@ from evals.harness import evaluate
 from evals.task import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: gpt/train.py is run as a script
-QUANT_MEMBERS = ("q8_0", "q4_0", "int4-g32", "int4-g128", "nf4")
+QUANT_MEMBERS = ("q8_0", "q4_0", "int4-g32", "int4-g64", "nf4")
 LORA_MEMBERS = ("lora-code-r8-qv", "lora-gsm8k-r16-all")
 TRUNCATED = (24, 20)
 CHAR_STEPS = (200, 450, 800, 1400)
