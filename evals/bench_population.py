@@ -72,6 +72,7 @@ def lora_member(name: str, steps: int = 30, seed: int = 0):
 
         rows = json.loads(dataset_path("code_alpaca_2k", "code_alpaca_2k.json").read_text())
         pairs = [((r["instruction"] + "\n" + r.get("input", "")).strip(), r["output"]) for r in rows[:400]]
+        pairs = [(q, a) for q, a in pairs if a.strip()]  # a few rows have no output
         inject_lora(model, ["c_attn"], r=8, alpha=16)
     else:
         pairs = [(p.question, p.answer) for p in load_gsm8k("train", limit=400)]
