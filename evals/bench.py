@@ -62,7 +62,7 @@ def lm_eval_config(spec: TaskSpec) -> dict:
 
     files = {"test": str(spec.data)}
     cfg = {
-        "task": f"llmc_{spec.name}",
+        "task": spec.name,
         "dataset_path": "json",
         "test_split": "test",
         "output_type": spec.kind,

@@ -8,57 +8,27 @@ import torch
 
 from evals.bench import lm_eval_config
 from evals.bench_population import KnownChars, round_weights
-from evals.task import TaskSpec
 
 TASKS = Path(__file__).parent / "lm_eval_tasks"
 
 
 def test_lm_eval_config_is_the_tests_yaml(tmp_path):
+    """The bench defines each task for lm-eval from its TaskSpec; the cross-test's YAML files say the same."""
     yaml = pytest.importorskip("yaml")
-    spec = TaskSpec(
-        "pystdlib_mc",
-        tmp_path / "pystdlib_mc.jsonl",
-        template="Module: {module}\nDocstring: {question}\nFunction:",
-    )
-    ours = lm_eval_config(spec)
-    theirs = yaml.safe_load((TASKS / "llmc_pystdlib_mc.yaml").read_text().replace("@DATA@", str(tmp_path)))
-    for key in (
-        "dataset_path",
-        "test_split",
-        "output_type",
-        "doc_to_text",
-        "doc_to_choice",
-        "doc_to_target",
-        "num_fewshot",
-    ):
-        assert ours[key] == theirs[key], key
-    assert ours["dataset_kwargs"] == theirs["dataset_kwargs"]
-    assert [m["metric"] for m in ours["metric_list"]] == [m["metric"] for m in theirs["metric_list"]]
-    gen = TaskSpec(
-        "gsm8k",
-        tmp_path / "gsm8k_test.jsonl",
-        kind="generate_until",
-        template="Question: {question}\nAnswer:",
-        target="{answer}",
-        metric="gsm8k",
-        num_fewshot=3,
-        fewshot_data=tmp_path / "gsm8k_train.jsonl",
-        stop=("Question:", "</s>", "<|im_end|>"),
-        max_gen_toks=128,
-    )
-    ours = lm_eval_config(gen)
-    theirs = yaml.safe_load((TASKS / "llmc_gsm8k.yaml").read_text().replace("@DATA@", str(tmp_path)))
-    for key in (
-        "doc_to_text",
-        "doc_to_target",
-        "num_fewshot",
-        "fewshot_split",
-        "fewshot_config",
-        "dataset_kwargs",
-    ):
-        assert ours[key] == theirs[key], key
-    for key in ("until", "do_sample", "temperature", "max_gen_toks"):
-        assert ours["generation_kwargs"][key] == theirs["generation_kwargs"][key], key
+    from test_evals_harness import our_tasks  # the specs the cross-test runs through both harnesses
+
+    same = ("dataset_path", "test_split", "output_type", "doc_to_text", "doc_to_target", "num_fewshot")
+    for spec, name in zip(our_tasks(tmp_path), ("llmc_pystdlib_mc", "llmc_gsm8k"), strict=True):
+        ours = lm_eval_config(spec)
+        theirs = yaml.safe_load((TASKS / f"{name}.yaml").read_text().replace("@DATA@", str(tmp_path)))
+        assert ours["task"] == name
+        for key in (*same, "dataset_kwargs", "doc_to_choice", "fewshot_split", "fewshot_config"):
+            assert ours.get(key) == theirs.get(key), (name, key)
+        assert [m["metric"] for m in ours["metric_list"]] == [m["metric"] for m in theirs["metric_list"]]
+        for key in ("until", "do_sample", "temperature", "max_gen_toks"):
+            assert ours.get("generation_kwargs", {}).get(key) == theirs.get("generation_kwargs", {}).get(
+                key
+            ), key
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "nf4", "int8"])
