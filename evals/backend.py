@@ -195,9 +195,22 @@ class EngineBackend(GPTBackend):
 
     name = "kvcache.LLMEngine"
 
-    def __init__(self, model: GPT, tokenizer, batch_size: int = 16, max_num_seqs: int = 32, **engine_kwargs):
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer,
+        batch_size: int = 16,
+        max_num_seqs: int = 32,
+        max_num_batched_tokens: int = 512,
+        **engine_kwargs,
+    ):
         super().__init__(model, tokenizer, batch_size)
-        self.engine_kwargs = {"max_num_seqs": max_num_seqs, **engine_kwargs}
+        # Prefill in chunks of 512 tokens: the engine packs a step's prompts into one row, whose attention
+        # grows with the square of its length. Eight 3-shot GSM8K prompts (~450 tokens each), 64 new
+        # tokens, 2 CPU threads: 5.3 s at 512, 6.1 s at 1024, 8.1 s at 2048, 13.3 s at the default (all
+        # 8192 positions), 15.6 s one at a time through GPT.generate.
+        kw = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
+        self.engine_kwargs = {**kw, **engine_kwargs}
 
     @torch.no_grad()
     def generate(self, requests: list[GenRequest]) -> list[str]:
