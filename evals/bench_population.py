@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from evals.backend import GPTBackend
-from evals.harness import evaluate
+from evals.harness import evaluate, saved_results
 from evals.task import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: gpt/train.py is run as a script
@@ -167,34 +167,6 @@ def members(out: Path):
         yield f"char-gpt-{path.stem.split('-')[-1]}", lambda path=path: char_member(path)
 
 
-def finished(task: TaskSpec, path: Path, name: str):
-    """The results in ``path`` if it holds every item of ``task`` (same task, data, member), else None."""
-    if not path.exists():
-        return None
-    try:
-        return evaluate(task, _NoModel(), out=path, model=name, progress=False)
-    except _NoModel.NeedsModelError:
-        return None
-
-
-class _NoModel:
-    """A backend that refuses work: ``evaluate`` with it only reads what the results file holds."""
-
-    name = "none"
-
-    class NeedsModelError(Exception):
-        pass
-
-    def loglikelihood(self, requests):
-        raise self.NeedsModelError
-
-    def generate(self, requests):
-        raise self.NeedsModelError
-
-    def chat_template(self, messages):
-        raise self.NeedsModelError
-
-
 def build_population(task: TaskSpec, out, batch_size: int = 16) -> dict:
     """Score every member on ``task``; returns {"names", "ids", "Y" (models, items), "wall_s"}."""
     out = Path(out)
@@ -203,7 +175,9 @@ def build_population(task: TaskSpec, out, batch_size: int = 16) -> dict:
     for name, build in members(out):
         t0 = time.perf_counter()
         path = out / f"{name}.jsonl"
-        res = finished(task, path, name)  # a member already scored in full is not rebuilt (nor retrained)
+        res = saved_results(
+            task, path, name
+        )  # a member already scored in full is not rebuilt (nor retrained)
         if res is None:
             model, tok = build()
             res = evaluate(task, GPTBackend(model, tok, batch_size), out=path, model=name)

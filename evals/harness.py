@@ -187,7 +187,24 @@ def evaluate(
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
+    return _results(task, header["model"], records, done, weights, wall, len(todo))
+
+
+def _results(task, model, records, done, weights=None, wall=0.0, scored_now=0) -> Results:
     items = [done[str(r[task.id_field])] for r in records]
     names = sorted({k for it in items for k, v in it.items() if isinstance(v, float)})
     metrics = aggregate(items, names, weights)
-    return Results(task.name, header["model"], len(items), metrics, items, wall, len(todo), lite is not None)
+    return Results(task.name, model, len(items), metrics, items, wall, scored_now, weights is not None)
+
+
+def saved_results(task: TaskSpec, out, model: str) -> Results | None:
+    """The results file ``out`` read back when it holds every item of ``task`` for ``model``, else None;
+    nothing is scored (a file from another task or model is refused, as when resuming)."""
+    out = Path(out)
+    if not out.exists() or out.stat().st_size == 0:
+        return None
+    done = _read_results(out, {"task": task.name, "fingerprint": task.fingerprint(), "model": model})
+    records = task.records()
+    if any(str(r[task.id_field]) not in done for r in records):
+        return None
+    return _results(task, model, records, done)

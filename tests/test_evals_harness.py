@@ -305,3 +305,18 @@ def test_a_lite_run_scores_only_the_subset_and_weights_it(tiny, tmp_path):
     assert lite.value("acc") == pytest.approx(0.5 * acc[1] + 0.3 * acc[4] + 0.2 * acc[7], abs=1e-12)
     with pytest.raises(ValueError, match="outside the task's 10 items"):
         evaluate(task, GPTBackend(model, tok), lite=Subset(items=[3, 12], weights=[0.5, 0.5], method="hand"))
+
+
+def test_saved_results_reads_a_finished_file_and_nothing_else(tiny, tmp_path):
+    from evals.harness import saved_results
+
+    model, tok = tiny
+    task, out = toy_task(tmp_path), tmp_path / "res.jsonl"
+    assert saved_results(task, out, "tiny") is None  # no file yet
+    evaluate(task, GPTBackend(model, tok), out=out, limit=4, model="tiny", progress=False)
+    assert saved_results(task, out, "tiny") is None  # 4 of 10 items
+    full = evaluate(task, GPTBackend(model, tok), out=out, model="tiny", progress=False)
+    again = saved_results(task, out, "tiny")
+    assert again.metrics == full.metrics and again.scored_now == 0
+    with pytest.raises(ValueError, match="model"):
+        saved_results(task, out, "another")
