@@ -5,7 +5,8 @@ Teaches why decoding is memory-bound and how serving engines manage the KV cache
 block pool (``PagedKVCache``) and its bookkeeping (``BlockManager``: reference counts, copy-on-write,
 prefix caching, LRU eviction), paged decode attention in torch and in Triton
 (``paged_attention_torch``, ``paged_attention_triton``), and ``LLMEngine`` (scheduler with continuous
-batching, chunked prefill, preemption by recompute, sampling). Everything plugs into ``gpt.GPT``
+batching, chunked prefill, preemption by recompute, sampling, ``n`` samples per prompt sharing its
+blocks, abort), speculative decoding by prompt lookup (``PromptLookup``). Everything plugs into ``gpt.GPT``
 through its ``KVCache`` protocol. The benchmark is ``python -m kvcache.bench``.
 
 References: Kwon et al. 2023 (vLLM, PagedAttention); nano-vllm; Yu et al. 2022 (Orca).
@@ -19,6 +20,7 @@ from kvcache.paged_attention import paged_attention_torch, paged_attention_trito
 from kvcache.paged_cache import PagedKVCache, Segment, slots_for
 from kvcache.request import Output, SamplingParams
 from kvcache.scheduler import Scheduler
+from kvcache.speculative import PromptLookup
 
 __all__ = [
     "BlockManager",
@@ -27,6 +29,7 @@ __all__ = [
     "NoFreeBlocksError",
     "Output",
     "PagedKVCache",
+    "PromptLookup",
     "SamplingParams",
     "Scheduler",
     "Segment",

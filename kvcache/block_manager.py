@@ -172,6 +172,23 @@ class BlockManager:
         self.num_slots[seq_id] = have + n
         return copies
 
+    def truncate(self, seq_id: int, num_tokens: int):
+        """Keep slots for only the first ``num_tokens`` tokens (rejected speculative tokens give theirs
+        back); blocks past the new end are released like :meth:`free` releases them."""
+        have = self.num_slots[seq_id]
+        assert 0 < num_tokens <= have, f"truncate seq {seq_id} to {num_tokens} of its {have} slots"
+        table = self.tables[seq_id]
+        keep = self.blocks_for(num_tokens)
+        for block_id in reversed(table[keep:]):
+            block = self.blocks[block_id]
+            assert block.ref_count > 0, f"double free of block {block_id}"
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_queue[block_id] = None
+        self.num_refs -= len(table) - keep
+        del table[keep:]
+        self.num_slots[seq_id] = num_tokens
+
     def fork(self, parent_id: int, child_id: int):
         """The child shares every block of the parent (reference counts +1); writes copy on demand."""
         if child_id in self.tables:

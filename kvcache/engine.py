@@ -16,6 +16,7 @@ References: vLLM ``engine/llm_engine.py`` and ``entrypoints/llm.py`` (``LLM.gene
 ``engine/llm_engine.py``, ``engine/model_runner.py``.
 """
 
+import dataclasses
 import itertools
 import time
 
@@ -29,16 +30,22 @@ from kvcache.memory import blocks_for_budget, kv_cache_bytes
 from kvcache.paged_cache import PagedKVCache, Segment, slots_for
 from kvcache.request import Output, SamplingParams, Sequence
 from kvcache.scheduler import Batch, Scheduler
+from kvcache.speculative import PromptLookup
+
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 class LLMEngine:
     """Serve ``model`` with a paged KV cache of ``num_blocks`` blocks (or ``memory_budget`` bytes of them).
 
-    ``block_size``: tokens per KV block. ``max_num_seqs``: most sequences running at once.
-    ``max_num_batched_tokens``: prefill tokens per step (default: the model's context length).
+    ``block_size``: tokens per KV block. ``max_num_seqs``: most sequences admitted at once (forked
+    samples of a request with ``n > 1`` join their parent). ``max_num_batched_tokens``: prefill tokens
+    per step (default: 512, or the context if shorter; longer prompts are prefilled in chunks).
     ``enable_prefix_caching``: reuse full blocks of earlier prompts with the same prefix.
     ``tokenizer``: anything with ``encode(str) -> list[int]`` and ``decode(list[int]) -> str`` (a
-    tiktoken encoding, a ``bpe`` tokenizer), needed for string prompts.
+    tiktoken encoding, a ``bpe`` tokenizer), needed for string prompts; :meth:`chat` also needs its
+    ``apply_chat_template``. ``speculative``: a :class:`kvcache.PromptLookup` to draft tokens for
+    greedy requests (verified in the same forward; outputs unchanged).
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class LLMEngine:
         enable_prefix_caching: bool = True,
         chunked_prefill: bool = True,
         tokenizer=None,
+        speculative: PromptLookup | None = None,
     ):
         if not isinstance(model, GPT):
             raise TypeError(f"LLMEngine serves a gpt.GPT, got {type(model).__name__}")
@@ -73,12 +81,18 @@ class LLMEngine:
         self.cache = PagedKVCache(cfg, num_blocks, block_size, self.dtype, self.device)
         assert self.cache.nbytes == kv_cache_bytes(cfg, num_blocks * block_size, self.dtype)
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
-        tokens = self.max_model_len if max_num_batched_tokens is None else max_num_batched_tokens
+        # 512-token prefill chunks: long enough to keep the matmuls efficient, short enough that a long
+        # prompt does not build one huge attention mask (a packed 8192-token row was 2.5x slower on CPU)
+        tokens = min(self.max_model_len, 512) if max_num_batched_tokens is None else max_num_batched_tokens
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, tokens, chunked_prefill)
         self.tokenizer = tokenizer
+        if speculative is not None and not isinstance(speculative, PromptLookup):
+            raise TypeError(f"speculative must be a kvcache.PromptLookup or None, got {speculative!r}")
+        self.speculative = speculative
         self._ids = itertools.count()
+        self._live: dict[str, list[Sequence]] = {}  # request id -> its unfinished sequences
         self.stats = {"steps": 0, "prefill_tokens": 0, "decode_tokens": 0, "slots_used": 0, "slots_held": 0}
-        self.stats["max_running"] = 0
+        self.stats.update(max_running=0, draft_tokens=0, accepted_tokens=0)
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -119,6 +133,8 @@ class LLMEngine:
         model, which does not check cached positions, never sees one past its block_size."""
         params = SamplingParams() if params is None else params
         self._check_params(params)
+        if request_id is not None and str(request_id) in self._live:
+            raise ValueError(f"request id {request_id!r} is already running; ids must be unique")
         return self._add(self._prompt_ids(prompt), params, request_id)
 
     def _check_params(self, params):
@@ -131,15 +147,40 @@ class LLMEngine:
 
     def _add(self, ids: list[int], params: SamplingParams, request_id: str | None) -> str:
         seq_id = next(self._ids)
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=self.device).manual_seed(params.seed)
         rid = str(seq_id) if request_id is None else str(request_id)
-        self.scheduler.add(Sequence(seq_id, rid, ids, params, gen))
+        seq = Sequence(seq_id, rid, ids, params, self._generator(params.seed, 0), forks=params.n - 1)
+        self.scheduler.add(seq)
+        self._live[rid] = [seq]
         return rid
+
+    def _generator(self, seed: int | None, index: int) -> torch.Generator | None:
+        """Sample ``index`` of a seeded request draws from its own stream: reproducible whatever else
+        is batched with it. Sample 0 uses the seed itself, so ``n=1`` matches a plain seeded request."""
+        if seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed((seed + index * 0x9E3779B97F4A7C15) % 2**64)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    def abort(self, request_id: str) -> bool:
+        """Finish every sample of a request now (a client went away) and free its blocks. Returns False
+        for an id that is unknown or already finished. No :class:`Output` is emitted for it."""
+        seqs = self._live.pop(str(request_id), None)
+        if not seqs:
+            return False
+        now = time.perf_counter()
+        for seq in seqs:
+            self.scheduler.abort(seq, "aborted by the caller")
+            seq.finish_time = now
+        return True
+
+    def _retire(self, seq: Sequence):
+        live = self._live.get(seq.request_id, [])
+        if seq in live:
+            live.remove(seq)
+        if not live:
+            self._live.pop(seq.request_id, None)
 
     # -- one step -----------------------------------------------------------------------------------
 
@@ -147,32 +188,50 @@ class LLMEngine:
     def step(self) -> list[Output]:
         """Run one scheduled forward; return an :class:`Output` for every request that got a new token
         or finished in this step."""
-        batch = self.scheduler.schedule()
+        propose = self._propose if self.speculative is not None else None
+        batch = self.scheduler.schedule(propose)
         now = time.perf_counter()
         outputs = []
         for seq in batch.aborted:
             seq.finish_time = now
+            self._retire(seq)
             outputs.append(Output.of(seq, self.tokenizer))
         if batch.kind in ("prefill", "decode") and batch.seqs:
             outputs += self._run(batch)
         self.stats["steps"] += 1
         return outputs
 
+    def _propose(self, seq: Sequence) -> list[int]:
+        """Draft tokens for a greedy sequence, never past ``max_tokens`` or the context."""
+        if seq.params.temperature > 0:
+            return []
+        room = min(seq.params.max_tokens - seq.num_output_tokens, self.max_model_len - len(seq)) - 1
+        return self.speculative.propose(seq.token_ids, room) if room > 0 else []
+
     def _run(self, batch: Batch) -> list[Output]:
         bm, bs = self.block_manager, self.block_size
+        decode = batch.kind == "decode"
         self.cache.copy_blocks(batch.copies)
         segments, tokens = [], []
-        for seq, n in zip(batch.seqs, batch.chunks, strict=True):
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.chunks, strict=True)):
             start = seq.num_computed_tokens
             table = bm.block_table(seq.seq_id)
             segments.append(Segment(slots_for(table, bs, start + n), start))
-            tokens.append(seq.token_ids[start : start + n])
-        if batch.kind == "prefill":  # one packed row: no padding in the matmuls
+            draft = batch.drafts[i] if decode else []  # fed after the newest token, to be verified
+            tokens.append(seq.token_ids[start : start + n] + draft)
+        if not decode:  # one packed row: no padding in the matmuls
             rows, idx = [segments], torch.tensor([[t for ts in tokens for t in ts]], device=self.device)
-        else:  # one row per sequence, one token each
-            rows, idx = [[s] for s in segments], torch.tensor(tokens, device=self.device)
-        last = self.cache.prepare(rows)
-        logits, _ = self.model(idx, cache=self.cache, logits_rows=last)  # (n_segments, vocab)
+        else:  # one row per sequence: its newest token (and its drafts), padded to the longest
+            T = max(batch.chunks)
+            rows = [[s] for s in segments]
+            idx = torch.tensor([ts + [0] * (T - len(ts)) for ts in tokens], device=self.device)
+        last = self.cache.prepare(rows)  # (n_segments,) flat index of each segment's last new token
+        offsets = list(range(len(tokens) + 1))  # segment i owns rows offsets[i]:offsets[i + 1] of logits
+        keep = last
+        if decode and T > 1:  # logits at every fed position of a drafted sequence, to verify its drafts
+            offsets = list(itertools.accumulate(batch.chunks, initial=0))
+            keep = torch.cat([torch.arange(r * T, r * T + n) for r, n in enumerate(batch.chunks)])
+        logits, _ = self.model(idx, cache=self.cache, logits_rows=keep.to(self.device))  # (rows, vocab)
 
         key = "prefill_tokens" if batch.kind == "prefill" else "decode_tokens"
         self.stats[key] += sum(batch.chunks)
@@ -184,32 +243,81 @@ class LLMEngine:
         shared = bm.num_refs - bm.num_used_blocks  # references beyond the first: shared full blocks
         self.stats["slots_used"] += stored - shared * bs  # a shared prefix block holds its tokens once
 
-        ready = []
+        # A sequence whose context is now complete samples one token from its last row of logits; a
+        # drafted one takes the argmax of each of its rows and keeps the drafts that match them.
+        ready: list[tuple[Sequence, int]] = []  # (sequence, row of logits)
+        drafted: list[int] = []  # batch indices of drafted sequences
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.chunks, strict=True)):
+            if decode and batch.drafts[i]:
+                drafted.append(i)
+                continue
             self.scheduler.advance(seq, n)
             bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
-            if seq.num_computed_tokens == len(seq):  # context complete: sample its next token
-                ready.append(i)
+            if seq.num_computed_tokens == len(seq):
+                ready.append((seq, offsets[i + 1] - 1))
+                if seq.forks:  # n > 1: the other samples start here, sharing the prompt's blocks
+                    ready += [(child, offsets[i + 1] - 1) for child in self._fork(seq)]
         outputs = []
-        if not ready:
-            return outputs
-        next_ids = self._sample(logits[ready], [batch.seqs[i] for i in ready])
         now = time.perf_counter()
-        for i, tok in zip(ready, next_ids, strict=True):
-            seq = batch.seqs[i]
+        if ready:
+            sampled = self._sample(logits[[r for _, r in ready]], [seq for seq, _ in ready])
+            for (seq, _), tok in zip(ready, sampled, strict=True):
+                self._extend(seq, [tok], now)
+                outputs.append(self._settle(seq))
+        for i in drafted:
+            seq, draft = batch.seqs[i], batch.drafts[i]
+            preds = logits[offsets[i] : offsets[i + 1]].argmax(dim=-1).tolist()  # (1 + len(draft),)
+            accepted = 0
+            while accepted < len(draft) and draft[accepted] == preds[accepted]:
+                accepted += 1
+            self.stats["draft_tokens"] += len(draft)
+            self.stats["accepted_tokens"] += accepted
+            old_len = len(seq)
+            added = self._extend(seq, preds[: accepted + 1], now)  # accepted drafts, then the model's own
+            valid = min(accepted, added)  # drafts whose K/V are now right: they are in the sequence
+            self.scheduler.advance(seq, 1 + valid)
+            bm.truncate(seq.seq_id, old_len + valid)  # rejected drafts give their slots back
+            bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
+            outputs.append(self._settle(seq))
+        return outputs
+
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        """The other ``n - 1`` samples of ``parent``'s request, on its blocks (copy-on-write)."""
+        children = []
+        for index in range(1, parent.params.n):
+            seed = parent.params.seed
+            child = Sequence(
+                next(self._ids), parent.request_id, parent.prompt_token_ids, parent.params,
+                self._generator(seed, index), index=index, arrival_time=parent.arrival_time,
+            )  # fmt: skip
+            self.scheduler.fork(parent, child)
+            self._live[parent.request_id].append(child)
+            children.append(child)
+        parent.forks = 0
+        return children
+
+    def _extend(self, seq: Sequence, new: list[int], now: float) -> int:
+        """Append tokens until one finishes the sequence; returns how many were appended."""
+        p = seq.params
+        for k, tok in enumerate(new, start=1):
             seq.append_token(tok)
             if seq.first_token_time is None:
                 seq.first_token_time = now
-            p = seq.params
             if tok in p.stop_token_ids or (p.stop and self._stop_string_at_end(seq)):
                 seq.finish_reason = "stop"
             elif seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
                 seq.finish_reason = "length"
             if seq.finish_reason is not None:
                 seq.finish_time = now
-                self.scheduler.finish(seq)
-            outputs.append(Output.of(seq, self.tokenizer))
-        return outputs
+                return k
+        return len(new)
+
+    def _settle(self, seq: Sequence) -> Output:
+        """Retire a sequence that just finished; its :class:`Output` either way."""
+        if seq.finish_reason is not None:
+            self.scheduler.finish(seq)
+            self._retire(seq)
+        return Output.of(seq, self.tokenizer)
 
     def _stop_string_at_end(self, seq: Sequence) -> bool:
         """Does a stop string end in the newest token? Every token is at least one byte, so a stop string
@@ -237,8 +345,9 @@ class LLMEngine:
         params: SamplingParams | list[SamplingParams] | None = None,
         use_tqdm: bool = True,
     ) -> list[Output]:
-        """Run every prompt to completion; outputs in the order of ``prompts``. All prompts are checked
-        first, so a bad one raises (naming its index) before any work is done."""
+        """Run every prompt to completion; outputs in the order of ``prompts`` (a request with ``n > 1``
+        gives its ``n`` samples in a row, by ``index``). All prompts are checked first, so a bad one
+        raises (naming its index) before any work is done."""
         if isinstance(prompts, (str, Tensor)) or not isinstance(prompts, (list, tuple)):
             raise TypeError("prompts must be a list of prompts (str or list of token ids)")
         if not isinstance(params, list):
@@ -254,22 +363,65 @@ class LLMEngine:
                 checked.append((prompt_ids, SamplingParams() if sp is None else sp))
             except (TypeError, ValueError) as err:
                 raise type(err)(f"prompt {i}: {err}") from None
-        ids = [self._add(p, sp, None) for p, sp in checked]
-        done: dict[str, Output] = {}
+        ids = [(self._add(p, sp, None), sp.n) for p, sp in checked]
+        done: dict[tuple[str, int], Output] = {}
         bar = None
         if use_tqdm:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(ids), desc="generate", unit="req")
+            bar = tqdm(total=sum(n for _, n in ids), desc="generate", unit="seq")
         while self.has_unfinished():
             for out in self.step():
                 if out.finished:
-                    done[out.request_id] = out
+                    done[out.request_id, out.index] = out
                     if bar is not None:
                         bar.update(1)
         if bar is not None:
             bar.close()
-        return [done[i] for i in ids]
+        return [done[rid, index] for rid, n in ids for index in range(n)]
+
+    # -- chat -------------------------------------------------------------------------------------------
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """A conversation -> prompt ids through the tokenizer's chat template, ending with the assistant's
+        turn opened (``add_generation_prompt``). Checks the messages and the prompt first."""
+        if self.tokenizer is None or not hasattr(self.tokenizer, "apply_chat_template"):
+            raise TypeError(
+                "chat needs a tokenizer with apply_chat_template: LLMEngine(model, tokenizer=...)"
+            )
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
+                raise ValueError(f"message {i} must be a dict with a 'role' and a str 'content', got {m!r}")
+            if m["role"] not in CHAT_ROLES:
+                raise ValueError(f"message {i} has role {m['role']!r}; use one of {CHAT_ROLES}")
+        ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        return self._prompt_ids(list(ids))
+
+    def chat(
+        self,
+        conversations: list[list[dict]],
+        params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[Output]:
+        """:meth:`generate` for conversations. Each request also stops at the tokenizer's end-of-turn
+        token (``eos_id``), as a chat model's generation config asks."""
+        if not isinstance(conversations, (list, tuple)) or any(isinstance(c, dict) for c in conversations):
+            raise TypeError("conversations must be a list of conversations (each a list of message dicts)")
+        prompts = []
+        for i, messages in enumerate(conversations):
+            try:
+                prompts.append(self.chat_ids(messages))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"conversation {i}: {err}") from None
+        if not isinstance(params, list):
+            params = [params] * len(prompts)
+        eos = getattr(self.tokenizer, "eos_id", None)
+        if eos is not None:
+            params = [SamplingParams() if p is None else p for p in params]
+            params = [p if eos in p.stop_token_ids else _stop_at(p, eos) for p in params]
+        return self.generate(prompts, params, use_tqdm)
 
     # -- memory accounting ------------------------------------------------------------------------------
 
@@ -277,3 +429,7 @@ class LLMEngine:
         """Fraction of held slots (blocks in use x block_size) not holding a token, averaged over steps."""
         held = self.stats["slots_held"]
         return 0.0 if held == 0 else 1.0 - self.stats["slots_used"] / held
+
+
+def _stop_at(params: SamplingParams, token_id: int) -> SamplingParams:
+    return dataclasses.replace(params, stop_token_ids=(*params.stop_token_ids, token_id))

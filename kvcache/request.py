@@ -1,7 +1,8 @@
 """What a caller asks for and gets back: ``SamplingParams``, the engine's ``Sequence`` state, ``Output``.
 
 Teaches the lifecycle of a request in a serving engine: it waits, runs (prefill, then one token per
-decode step), may be preempted back to waiting (its blocks freed, to be recomputed later), and
+decode step; its ``n`` samples share the prefilled prompt), may be preempted back to waiting (its
+blocks freed, to be recomputed later), and
 finishes on a stop token, on ``max_tokens``, at the model's context length, or aborted with an error
 that leaves the other requests untouched. Sampling follows :func:`gpt.sampling.sample_next`
 (temperature, then top-k, then top-p, HF's order); each request may carry its own seed, so its samples
@@ -29,6 +30,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     stop: tuple[str, ...] = ()  # finish once the output text contains one (needs the engine's tokenizer)
     seed: int | None = None  # a private torch.Generator for this request (None: torch's global RNG)
+    n: int = 1  # samples per request: the prompt is prefilled once, then forked (its blocks shared)
 
     def __post_init__(self):
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
@@ -49,6 +51,8 @@ class SamplingParams:
         self.stop = tuple(self.stop)
         if self.seed is not None and not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int or None, got {self.seed!r}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"n must be a positive int, got {self.n!r}")
 
 
 class Status(enum.Enum):
@@ -59,7 +63,7 @@ class Status(enum.Enum):
 
 @dataclass
 class Sequence:
-    """The engine's state for one request (one sequence: this engine does not fork requests).
+    """The engine's state for one sequence: one sample of a request (``index`` of ``params.n``).
 
     ``token_ids`` is one list, prompt then outputs, that grows by :meth:`append_token` (as nano-vllm's
     ``Sequence``): the scheduler and block manager read it every step, so it is never rebuilt.
@@ -70,6 +74,8 @@ class Sequence:
     prompt_token_ids: list[int]
     params: SamplingParams
     generator: torch.Generator | None = None
+    index: int = 0  # which of the request's n samples
+    forks: int = 0  # samples still to fork from this one once its prompt is computed
     token_ids: list[int] = field(init=False)  # prompt + outputs
     status: Status = Status.WAITING
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
@@ -110,6 +116,7 @@ class Output:
     prompt_token_ids: list[int]
     token_ids: list[int]  # generated tokens only
     finished: bool
+    index: int = 0  # which of the request's ``SamplingParams.n`` samples
     finish_reason: str | None = None
     error: str | None = None
     text: str | None = None  # decoded ``token_ids`` when the engine has a tokenizer
@@ -127,6 +134,7 @@ class Output:
             prompt_token_ids=list(seq.prompt_token_ids),
             token_ids=outputs,
             finished=done,
+            index=seq.index,
             finish_reason=seq.finish_reason,
             error=seq.error,
             text=tokenizer.decode(outputs) if tokenizer is not None else None,

@@ -11,7 +11,8 @@ prefill first):
    there are free blocks for the whole prompt, fewer than ``max_num_seqs`` running and token budget
    left (``max_num_batched_tokens``). With ``chunked_prefill`` a long prompt is split across steps to
    fit the budget; without it a prompt goes whole.
-2. Decode: every running sequence gets one slot for its next token. When the pool has no free block,
+2. Decode: every running sequence gets one slot for its next token (and, with speculative decoding,
+   slots for its draft tokens when blocks are left over). When the pool has no free block,
    the most recently admitted sequence is *preempted by recompute* (Kwon et al. 2023, section 4.5): its
    blocks are freed, it goes back to the front of the waiting queue and its prompt plus the tokens it
    already produced are prefilled again later. Nothing is lost: the produced tokens are kept.
@@ -30,11 +31,14 @@ from kvcache.request import Sequence, Status
 
 @dataclass
 class Batch:
-    """One scheduled forward call: ``chunks[i]`` new tokens of ``seqs[i]``, and pool blocks to copy first."""
+    """One scheduled forward call: ``chunks[i]`` new tokens of ``seqs[i]``, and pool blocks to copy first.
+
+    In a decode step ``chunks[i]`` is 1 + ``len(drafts[i])``: the newest token plus speculative drafts."""
 
     kind: str  # "prefill" | "decode" | "empty"
     seqs: list[Sequence] = field(default_factory=list)
     chunks: list[int] = field(default_factory=list)
+    drafts: list[list[int]] = field(default_factory=list)
     copies: list[tuple[int, int]] = field(default_factory=list)
     aborted: list[Sequence] = field(default_factory=list)
 
@@ -87,7 +91,9 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
 
-    def schedule(self) -> Batch:
+    def schedule(self, propose=None) -> Batch:
+        """The next batch. ``propose(seq) -> list[int]`` (optional) drafts tokens for a decode step; a
+        draft is dropped rather than preempting anyone for its slots."""
         batch = Batch("prefill")
         budget = self.max_num_batched_tokens
         for seq in self.running:  # 1a. finish the prompts already admitted (chunked prefill)
@@ -141,6 +147,13 @@ class Scheduler:
                 batch.copies += self.bm.append_slots(seq.seq_id, 1)
                 batch.seqs.append(seq)
                 batch.chunks.append(1)
+                batch.drafts.append([])
+        if propose is not None:  # drafts get only blocks nobody else needed this step
+            for i, seq in enumerate(batch.seqs):
+                draft = propose(seq)
+                if draft and self.bm.can_append(seq.seq_id, len(draft)):
+                    batch.copies += self.bm.append_slots(seq.seq_id, len(draft))
+                    batch.drafts[i], batch.chunks[i] = draft, 1 + len(draft)
         if not batch.seqs and not batch.aborted:
             batch.kind = "empty"
         return batch
@@ -151,6 +164,25 @@ class Scheduler:
             f"pool has {self.bm.num_blocks}; give the engine more memory (num_blocks / memory budget) or "
             "lower max_tokens"
         )
+
+    def fork(self, parent: Sequence, child: Sequence):
+        """Run ``child`` on ``parent``'s blocks (shared, copy-on-write): another sample of one prompt."""
+        self.bm.fork(parent.seq_id, child.seq_id)
+        child.status, child.prefill_end = Status.RUNNING, parent.prefill_end
+        child.num_computed_tokens = child.num_cached_tokens = parent.num_computed_tokens
+        self.running.append(child)
+        self.num_computed_running += child.num_computed_tokens
+
+    def abort(self, seq: Sequence, message: str):
+        """Finish a waiting or running sequence now (the caller went away), freeing its blocks."""
+        if seq.status is Status.RUNNING:
+            self.running.remove(seq)
+            self.num_computed_running -= seq.num_computed_tokens
+        else:
+            self.waiting.remove(seq)
+        if seq.seq_id in self.bm.tables:
+            self.bm.free(seq.seq_id)
+        seq.status, seq.finish_reason, seq.error = Status.FINISHED, "abort", message
 
     def finish(self, seq: Sequence):
         self.bm.free(seq.seq_id)

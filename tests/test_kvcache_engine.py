@@ -12,7 +12,7 @@ greedy step's top-2 logit gap is > 1e-4, far above the ~1e-6 the batch layout ch
 import pytest
 import torch
 
-from gpt import from_hf
+from gpt import GPT, GPTConfig, from_hf
 from kvcache import ContiguousKVCache, LLMEngine, Output, SamplingParams, generate_static
 from kvcache.request import Sequence
 
@@ -302,3 +302,86 @@ def test_memory_stats_from_counters_equal_the_walk(case, kw):
     assert eng.scheduler.num_computed_running == 0 and bm.num_refs == 0
     if kw.get("num_blocks") and kw.get("enable_prefix_caching", True):
         assert eng.scheduler.num_preemptions > 0 and bm.hits > 0
+
+
+def test_n_samples_share_the_prefilled_prompt(case):
+    model, ps, refs = case
+    eng = LLMEngine(model, block_size=4)
+    outs = eng.generate([ps[3], ps[1]], SamplingParams(temperature=0.0, max_tokens=NEW, n=3), use_tqdm=False)
+    assert [(o.request_id, o.index) for o in outs] == [(r, i) for r in ("0", "1") for i in range(3)]
+    assert [o.token_ids for o in outs] == [refs[3]] * 3 + [refs[1]] * 3  # greedy: every sample the same
+    assert eng.stats["prefill_tokens"] == len(ps[3]) + len(ps[1])  # each prompt prefilled once
+    eng.block_manager.check_invariants()
+    assert eng.block_manager.num_used_blocks == 0
+
+
+def test_n_seeded_samples_are_reproducible_and_distinct(case):
+    model, ps, _ = case
+    params = SamplingParams(temperature=1.0, max_tokens=NEW, seed=5, n=4)
+    first = LLMEngine(model, block_size=4).generate([ps[0]], params, use_tqdm=False)
+    again = LLMEngine(model, block_size=4).generate([ps[2], ps[0]], [GREEDY, params], use_tqdm=False)[1:]
+    assert [o.token_ids for o in first] == [o.token_ids for o in again]
+    assert len({tuple(o.token_ids) for o in first}) == 4  # four different streams
+    single = SamplingParams(temperature=1.0, max_tokens=NEW, seed=5)
+    alone = LLMEngine(model, block_size=4).generate([ps[0]], single, use_tqdm=False)[0]
+    assert alone.token_ids == first[0].token_ids  # sample 0 of a seeded request is the n=1 sample
+
+
+def test_n_samples_survive_preemption(case):
+    model, ps, refs = case
+    eng = LLMEngine(model, block_size=4, num_blocks=12, max_num_seqs=4)
+    outs = eng.generate(ps[:3], SamplingParams(temperature=0.0, max_tokens=NEW, n=2), use_tqdm=False)
+    assert eng.scheduler.num_preemptions > 0
+    assert [o.token_ids for o in outs] == [r for r in refs[:3] for _ in range(2)]
+    eng.block_manager.check_invariants()
+    assert eng.block_manager.num_used_blocks == 0
+
+
+def test_abort_frees_blocks_and_leaves_others_alone(case):
+    model, ps, refs = case
+    eng = LLMEngine(model, block_size=4, max_num_seqs=1)  # one at a time: "c" waits behind "a"
+    for rid, p in [("a", ps[3]), ("b", ps[1]), ("c", ps[5])]:
+        eng.add_request(p, SamplingParams(temperature=0.0, max_tokens=NEW, n=2 if rid == "a" else 1), rid)
+    with pytest.raises(ValueError, match="already running"):
+        eng.add_request(ps[0], GREEDY, "b")
+    for _ in range(3):
+        eng.step()
+    assert eng.abort("a") and eng.abort("c")  # one running (two samples), one still waiting
+    assert not eng.abort("a") and not eng.abort("nope")
+    eng.block_manager.check_invariants()
+    got = {}
+    while eng.has_unfinished():
+        for out in eng.step():
+            got[out.request_id] = out
+    assert set(got) == {"b"} and got["b"].token_ids == refs[1]
+    eng.block_manager.check_invariants()
+    assert eng.block_manager.num_used_blocks == 0
+    eng.add_request(ps[0], GREEDY, "a")  # a finished id can be used again
+
+
+def test_chat_applies_the_template_and_stops_at_end_of_turn(smollm2):
+    _, tok = smollm2
+    small = GPT(GPTConfig(vocab_size=49152, n_layer=1, n_head=2, n_embd=16, block_size=128, pos="rope"))
+    eng = LLMEngine(small.eval(), block_size=8, tokenizer=tok)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
+    ids = eng.chat_ids(messages)
+    assert ids == tok.encode(tok.apply_chat_template(messages), allowed_special="all")
+    assert tok.decode(ids).endswith("<|im_start|>assistant\n")
+    out = eng.chat([messages], SamplingParams(temperature=0.0, max_tokens=5), use_tqdm=False)[0]
+    assert out.prompt_token_ids == ids
+    plain = eng.generate([ids], SamplingParams(temperature=0.0, max_tokens=5), use_tqdm=False)[0]
+    cut = plain.token_ids.index(tok.eos_id) + 1 if tok.eos_id in plain.token_ids else 5
+    assert out.token_ids == plain.token_ids[:cut]
+    for bad, match in [
+        ([], "non-empty"),
+        ([{"role": "user"}], "message 0"),
+        ([{"role": "robot", "content": "x"}], "role 'robot'"),
+        ([{"role": "user", "content": 3}], "str 'content'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            eng.chat([bad], use_tqdm=False)
+    with pytest.raises(ValueError, match="conversation 1"):
+        eng.chat([messages, []], use_tqdm=False)
+    assert not eng.has_unfinished()
+    with pytest.raises(TypeError, match="apply_chat_template"):
+        LLMEngine(small).chat_ids(messages)
