@@ -46,6 +46,18 @@ def test_never_reuses_the_block_holding_the_last_prompt_token():
     assert bm.allocate(1, p, 8) == 4  # the block with token 7 is recomputed: its logits are needed
 
 
+def test_truncate_gives_back_the_blocks_past_the_new_end():
+    bm = BlockManager(num_blocks=4, block_size=2)
+    bm.allocate(0, [1, 2, 3], 3)
+    bm.append_slots(0, 4)  # 7 slots: blocks for 3 accepted + 4 draft tokens
+    assert len(bm.block_table(0)) == 4 and bm.num_free_blocks == 0
+    bm.truncate(0, 4)  # one draft kept: 4 slots in 2 blocks
+    assert len(bm.block_table(0)) == 2 and bm.num_free_blocks == 2 and bm.num_slots[0] == 4
+    bm.check_invariants()
+    with pytest.raises(AssertionError):
+        bm.truncate(0, 5)  # cannot grow
+
+
 def test_free_order_makes_prefix_outlive_tail():
     bm = BlockManager(num_blocks=3, block_size=2, enable_prefix_caching=True)
     p = [1, 2, 3, 4, 5]
@@ -103,6 +115,25 @@ class PoolMachine(RuleBasedStateMachine):
                     self.pool[(dst, o)] = self.pool[(src, o)]
         self.seqs[sid].append(token)
         self._write(sid, len(self.seqs[sid]) - 1)
+
+    @precondition(lambda self: self.seqs)
+    @rule(data=st.data(), draft=st.lists(st.integers(0, 2), min_size=1, max_size=5))
+    def speculate(self, data, draft):
+        """Reserve slots for draft tokens, write them, keep the first ``kept``, give the rest back."""
+        sid = data.draw(st.sampled_from(sorted(self.seqs)))
+        if not self.bm.can_append(sid, len(draft)):
+            return
+        for src, dst in self.bm.append_slots(sid, len(draft)):
+            for o in range(self.bs):
+                if (src, o) in self.pool:
+                    self.pool[(dst, o)] = self.pool[(src, o)]
+        old = len(self.seqs[sid])
+        for i, token in enumerate(draft):
+            self.pool[divmod(self.bm.slot(sid, old + i), self.bs)] = token
+        kept = data.draw(st.integers(0, len(draft)))
+        self.bm.truncate(sid, old + kept)
+        self.seqs[sid] += draft[:kept]
+        self.bm.commit(sid, self.seqs[sid], len(self.seqs[sid]))
 
     @precondition(lambda self: self.seqs)
     @rule(data=st.data())
