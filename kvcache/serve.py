@@ -46,7 +46,7 @@ from gpt.flags import parse_dataclass
 from gpt.training.precision import DTYPES
 from kvcache.engine import LLMEngine
 from kvcache.engine_loop import EngineLoop, RequestHandle
-from kvcache.openai_api import APIError, Reply, ServedModel, parse_chat, parse_completion
+from kvcache.openai_api import DEFAULT_MAX_TOKENS, APIError, Reply, ServedModel, parse_chat, parse_completion
 from kvcache.speculative import PromptLookup
 
 DEFAULT_KV_MB = 256  # KV cache when neither --num-blocks nor --memory-budget-mb is given
@@ -293,4 +293,6 @@ def main(cfg: ServeConfig):
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(ServeConfig, prog="python -m kvcache.serve", description=__doc__.split("\n\n")[0]))
+    note = f"A request without max_tokens gets {DEFAULT_MAX_TOKENS}, or what its prompt leaves of the context"
+    description = __doc__.split("\n\n")[0]
+    main(parse_dataclass(ServeConfig, prog="python -m kvcache.serve", description=description, epilog=note))

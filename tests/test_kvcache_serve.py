@@ -181,6 +181,15 @@ def test_models_lists_the_served_model(served):
     assert model.id == "tiny" and model.object == "model" and model.max_model_len == CONTEXT
 
 
+def test_an_idle_server_sleeps(served):
+    _, c, _ = served
+    c.completions.create(model="tiny", prompt="wake up", max_tokens=2)
+    t0, cpu0 = time.monotonic(), time.process_time()
+    time.sleep(1.0)
+    busy = (time.process_time() - cpu0) / (time.monotonic() - t0)
+    assert busy < 0.1, f"the idle server used {busy:.0%} of a core"  # the engine thread blocks on its inbox
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_completions_match_the_offline_engine(served, tiny, tok, stream):
     _, c, _ = served
