@@ -12,6 +12,7 @@ measured), prefix caching on a shared-system-prompt workload, a batch-size sweep
 
     python -m kvcache.bench --size tiny                      # CPU, a few minutes
     python -m kvcache.bench --device cuda --dtype bf16 --size 124m
+    python -m kvcache.bench --model smollm2                  # serving SmolLM2: kvcache.bench_serving
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/kvcache-bench-<device>-<dtype>-<size>``).
 References: vLLM ``benchmarks/benchmark_throughput.py``; nano-vllm ``bench.py``.
@@ -19,6 +20,7 @@ References: vLLM ``benchmarks/benchmark_throughput.py``; nano-vllm ``bench.py``.
 
 import json
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -310,9 +312,25 @@ def main(cfg: BenchConfig) -> dict:
     return result
 
 
+SERVING_HELP = (
+    "--model smollm2 (or gpt-124m) runs the serving benchmark instead, kvcache.bench_serving, on a real "
+    "model: `python -m kvcache.bench --model smollm2 --help` lists its flags"
+)
+
+
 def parse_args(argv=None) -> BenchConfig:
-    return parse_dataclass(BenchConfig, argv, description=__doc__.split("\n\n")[0])
+    return parse_dataclass(BenchConfig, argv, description=__doc__.split("\n\n")[0], epilog=SERVING_HELP)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """The command line: the serving benchmark when ``--model`` is given, this one otherwise."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--model" or a.startswith("--model=") for a in argv):
+        from kvcache import bench_serving
+
+        return bench_serving.main(bench_serving.parse_args(argv))
+    return main(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run()
