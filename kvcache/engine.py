@@ -396,6 +396,11 @@ class LLMEngine:
                 raise ValueError(f"message {i} must be a dict with a 'role' and a str 'content', got {m!r}")
             if m["role"] not in CHAT_ROLES:
                 raise ValueError(f"message {i} has role {m['role']!r}; use one of {CHAT_ROLES}")
+            # the rendered template is encoded with its control tokens live: text that spells one would
+            # inject a fake turn, so it is refused, as a completion prompt with it is
+            for name in getattr(self.tokenizer, "special_tokens", {}):
+                if name in m["content"]:
+                    raise ValueError(f"message {i} contains the special token {name!r} as text; remove it")
         ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
         return self._prompt_ids(list(ids))
 

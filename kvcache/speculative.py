@@ -5,10 +5,10 @@ tokens of a sequence costs about what one forward over a single token costs, bec
 weights dominates. So guess the next k tokens cheaply, feed the last token and the k guesses together,
 and keep every guess the model agrees with. Prompt lookup (Saxena 2023) guesses by string matching: find
 the first earlier occurrence of the sequence's last n tokens (n from ``max_ngram`` down to
-``min_ngram``) and propose the ``num_tokens`` tokens that followed it. The first, as HF's prompt lookup
-takes it: in a repeating run the most recent match overlaps the suffix and leaves a one-token draft. When the output copies its
-context (RAG answers quoting a passage, code edits returning the code) most guesses are right; in free
-chat few are, and a wrong guess only costs compute.
+``min_ngram``) and propose the ``num_tokens`` tokens that followed it. (The first match, as HF's prompt
+lookup takes it: in a repeating run the most recent match overlaps the suffix and leaves a one-token
+draft.) When the output copies its context (RAG answers quoting a passage, code edits returning the
+code) most guesses are right; in free chat few are, and a wrong guess only costs compute.
 
 Verification is greedy (Leviathan et al. 2023 with a draft that puts all its mass on one token, at
 temperature 0): the model's argmax at each fed position is the token plain decoding would produce
