@@ -13,8 +13,18 @@ import torch
 
 from kvcache import LLMEngine
 from kvcache.bench import run
-from kvcache.bench_serving import SYSTEMS, ServingConfig, engine_options, main, parse_args
+from kvcache.bench_serving import (
+    SYSTEMS,
+    ServingConfig,
+    dtype_batch,
+    engine_options,
+    load_model,
+    main,
+    parse_args,
+    table,
+)
 from kvcache.bench_serving_load import Trace, arrival_times, summarize
+from kvcache.workloads import chat_workload
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -143,3 +153,18 @@ def test_flags_and_dispatch():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             main(ServingConfig(device="cuda", systems=("engine",)))
+
+
+def test_gpt124m_table_and_dtype_batch_paths(tmp_path, datasets):
+    """The code paths a CUDA run takes, on the CPU: the random GPT-2 small's table (llama.cpp left out, HF's
+    GPT-2 agreeing with the engine) and the dtype x batch loop."""
+    cfg = smoke_config(tmp_path, systems=("engine", "hf", "llama_cpp"), dtype_sweep=("fp32", "bf16"))
+    model, tok = load_model("gpt-124m", cfg)
+    work = chat_workload(tok, n=2, prompt_tokens=cfg.prompt_tokens, max_tokens=cfg.max_tokens, seed=0)
+    rows, offline, notes = table(cfg, "gpt-124m", model, tok, work, [("offline", None, 2)], tmp_path)
+    assert [r["key"] for r in rows] == ["engine", "hf"] and "llama_cpp" not in notes
+    assert offline["engine"] == offline["hf"]  # GPT-2 flavour: engine greedy == HF generate greedy
+    assert all(len(t) == r.max_tokens for t, r in zip(offline["engine"], work, strict=True))  # no EOS early
+    grid = dtype_batch(cfg, model, tok, work)
+    assert [(r["dtype"], r["batch"]) for r in grid] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
+    assert all(r["tok_per_s"] > 0 for r in grid)
