@@ -16,6 +16,7 @@ References: Vaswani et al. 2017, "Attention Is All You Need", section 3.2; nanoG
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -111,11 +112,17 @@ class CacheStep:
         causal). A paged cache that pads the gathered keys of shorter sequences hides the padding here.
     key_positions: (B, S) long position of each returned key slot, used only by ALiBi; None means slot j
         holds position j.
+    attend: None (the model attends over what ``update`` returns), or a function the layers call instead
+        of ``update`` + SDPA: ``attend(layer_idx, q, k, v) -> y`` with the rotated queries q (B, nh, T, hs)
+        and this call's keys and values k, v (B, n_kv_head, T, hs). It stores k and v, computes the
+        attention output y (B, nh, T, hs) itself, ALiBi included, and the mask fields go unused. A paged
+        cache sets it for decode steps to run a kernel that reads the block pool in place.
     """
 
     positions: Tensor
     attn_mask: Tensor | None = None
     key_positions: Tensor | None = None
+    attend: Callable[[int, Tensor, Tensor, Tensor], Tensor] | None = None
 
 
 @runtime_checkable
@@ -131,6 +138,10 @@ class KVCache(Protocol):
        the reserved slots and returns every key/value the T queries may look at, shaped
        (B, n_kv_head, S, head_dim) (a paged cache gathers them through its block tables). ``S`` must
        match the last dimension of ``step.attn_mask``.
+
+    A cache that computes attention itself (a fused paged kernel) returns a step whose ``attend`` is set;
+    the layers then call ``step.attend`` instead of ``update``, for that forward call only. The choice is
+    made once per call in ``begin``, since a decode step and a prefill step may take different paths.
     """
 
     def begin(self, T: int) -> CacheStep: ...
@@ -182,6 +193,17 @@ class CausalSelfAttention(nn.Module):
         if self.pos == "rope":
             cos, sin = rope_cos_sin(positions, hs, self.rope_theta, dtype=q.dtype) if rope is None else rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if step is not None and step.attend is not None:  # the cache stores k, v and attends itself
+            y = step.attend(self.layer_idx, q, k, v)  # (B, nh, T, hs)
+        else:
+            y = self._attend(q, k, v, positions, step, cache)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend(self, q, k, v, positions, step, cache) -> Tensor:
+        """Store k, v in the cache (if any), then SDPA of q over every key it returns -> (B, nh, T, hs)."""
+        B, nh, T, hs = q.shape
+        nkv = self.n_kv_head
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs)
             assert k.shape[:2] == (B, nkv) and k.shape[-1] == hs, (
@@ -193,12 +215,10 @@ class CausalSelfAttention(nn.Module):
             k = k[:, :, None].expand(B, nkv, rep, S, hs).reshape(B, nh, S, hs)  # (B, nh, S, hs)
             v = v[:, :, None].expand(B, nkv, rep, S, hs).reshape(B, nh, S, hs)  # (B, nh, S, hs)
 
-        mask, is_causal = self._mask(B, T, S, positions, step, x.device, q.dtype)
+        mask, is_causal = self._mask(B, T, S, positions, step, q.device, q.dtype)
         attend = F.scaled_dot_product_attention if self.attn_impl == "sdpa" else scaled_dot_product_attention
         dropout_p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_dropout(self.c_proj(y))
+        return attend(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)  # (B, nh, T, hs)
 
     def _mask(self, B, T, S, positions, step, device, dtype):
         """(mask, is_causal) for the attention call; the plain causal case lets SDPA use flash kernels."""

@@ -142,3 +142,37 @@ def test_model_manual_attention_equals_sdpa(pos):
     x = torch.randint(0, 31, (2, 12))
     with torch.no_grad():
         assert (fast(x)[0] - slow(x)[0]).abs().max() <= 1e-5
+
+
+def test_cache_step_attend_hook_replaces_update_and_sdpa():
+    """A cache whose step sets ``attend`` computes each layer's attention itself: here plain causal
+    attention over this call's own keys (a cache holding nothing), so the model must equal the uncached
+    model, ``update`` is never called, and the hook sees every layer once with the shapes it promises."""
+    from gpt.attention import CacheStep, KVCache
+    from gpt.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=31, block_size=16, n_layer=3, n_head=4, n_kv_head=2, n_embd=16, pos="rope")
+    model = GPT(cfg).eval()
+    seen = []
+
+    def attend(layer_idx, q, k, v):
+        seen.append((layer_idx, tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+        k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)  # GQA: (B, nh, T, hs)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    class AttendingCache:
+        def begin(self, T):
+            return CacheStep(positions=torch.arange(T).expand(2, T), attend=attend)
+
+        def update(self, layer_idx, k, v):
+            raise AssertionError("update must not be called when the step has attend")
+
+    cache = AttendingCache()
+    assert isinstance(cache, KVCache)  # the protocol is still begin + update
+    x = torch.randint(0, 31, (2, 7))
+    with torch.no_grad():
+        hooked, _ = model(x, cache=cache)
+        plain, _ = model(x)
+    assert (hooked - plain).abs().max() <= 1e-6
+    assert seen == [(i, (2, 4, 7, 4), (2, 2, 7, 4), (2, 2, 7, 4)) for i in range(3)]
