@@ -17,12 +17,13 @@ the same prompts, greedy:
 Then: prompt lookup on copy-heavy vs chat prompts (acceptance, speed-up), KV waste at the bench's block
 size, batch-size, block-size and memory-budget sweeps of the engine (preemptions), the OpenAI server
 (``kvcache.serve``) against the offline engine on the same workload, and on CUDA a dtype x batch-size
-table. The targets (engine >= 2x HF offline, engine at ``--batch`` concurrent requests above llama.cpp's
-single stream, prompt lookup >= 1.5x on copy-heavy prompts, KV waste < 4%) are reported, pass or fail.
+table (``--attention``, ``--cuda-graphs`` and ``--compile`` apply to every engine run). The targets
+(engine >= 2x HF offline, engine at ``--batch`` concurrent requests above llama.cpp's single stream,
+prompt lookup >= 1.5x on copy-heavy prompts, KV waste < 4%) are reported, pass or fail.
 
-    python -m kvcache.bench --model smollm2                            # CPU, 2 threads, ~20 minutes
+    python -m kvcache.bench --model smollm2                  # CPU, 2 threads: 15-20 minutes (estimated)
     python -m kvcache.bench_serving --n-layer 2 --requests 4 --rate-requests 2 --threads 1   # smoke
-    python -m kvcache.bench --model smollm2 --device cuda --dtype bf16 --extra-models gpt-124m
+    python -m kvcache.bench --model smollm2 --device cuda --dtype bf16 --extra-models gpt-124m --threads 16
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default
 ``runs/kvcache-bench-serving-<device>-<dtype>``).
@@ -311,7 +312,7 @@ def table(cfg: ServingConfig, model_name: str, model: GPT, tok, work: list[ChatR
 
 
 def agreement(offline: dict) -> dict:
-    """Fraction of offline requests whose greedy tokens equal the fp32 engine's, per system."""
+    """Fraction of offline requests whose greedy tokens equal the plain engine's (same dtype), per system."""
     if "engine" not in offline:
         return {}
     ref = offline["engine"]

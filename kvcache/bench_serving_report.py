@@ -76,7 +76,7 @@ def report(res: dict):
         print(f"  {key}: {note}")
     if res["agreement"]:
         print(
-            "greedy outputs identical to the fp32 engine's (offline):",
+            f"greedy outputs identical to the plain engine's ({m['dtype']}, offline):",
             ", ".join(f"{k} {v:.0%}" for k, v in res["agreement"].items()),
         )
     for w in res["winners"]:
