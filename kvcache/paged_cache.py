@@ -11,19 +11,31 @@ segment = one sequence's new tokens plus the slots of its whole context). A deco
 sequence with one new token each; a prefill step packs every prompt chunk into a single row (no
 padding in the matmuls: what vLLM calls a "varlen" batch). The attention mask lets each query see only
 earlier keys of its own segment. ``update`` writes the new K/V into their slots, then gathers each
-row's keys block by block through the block tables with one ``index_select`` (the readable path;
-``kvcache/paged_attention.py`` has the Triton kernel that reads the blocks in place instead).
+row's keys block by block through the block tables with one ``index_select`` (the readable path).
+
+With ``attention="triton"`` a decode step (every row one sequence with one new token) skips the gather:
+``prepare`` builds a :class:`DecodeBatch` (slot mapping, block tables, context lengths) on the device,
+checked there once, and the step's ``attend`` hook (``gpt.CacheStep.attend``) stores each layer's new
+K/V and runs the Triton kernel of ``kvcache/paged_attention.py`` over the pool in place. Prefill steps
+keep the gather path. :class:`kvcache.ModelRunner` replays CUDA graphs of that fixed-shape step.
 
 References: vLLM ``attention/backends`` (slot mapping, block tables); nano-vllm ``layers/attention.py``
 and ``engine/model_runner.py`` (``prepare_prefill`` / ``prepare_decode``).
 """
 
-from dataclasses import dataclass
+import importlib.util
+import math
+import os
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from gpt import CacheStep, GPTConfig
+from gpt.positions import alibi_slopes
+from kvcache.paged_attention import paged_decode_step
+
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -39,6 +51,60 @@ class Segment:
         return self.slots.numel()
 
 
+@dataclass
+class DecodeBatch:
+    """What the kernel path reads in one decode step of B rows (B may include padding rows)."""
+
+    positions: Tensor  # (B, 1) long: position of each row's new token
+    slot_mapping: Tensor  # (B,) long: flat pool slot its K/V go to; -1 = a padding row, stores nothing
+    block_tables: Tensor  # (B, W) int32: each row's blocks, zero past its last one
+    context_lens: Tensor  # (B,) int32: tokens each row attends to, the new one included (1 for padding)
+
+    @classmethod
+    def padding(cls, B: int, width: int, device="cpu") -> "DecodeBatch":
+        """B padding rows: no store, one key read from block 0 (finite, ignored)."""
+        return cls(
+            positions=torch.zeros(B, 1, dtype=torch.long, device=device),
+            slot_mapping=torch.full((B,), -1, dtype=torch.long, device=device),
+            block_tables=torch.zeros(B, width, dtype=torch.int32, device=device),
+            context_lens=torch.ones(B, dtype=torch.int32, device=device),
+        )
+
+    def to(self, device) -> "DecodeBatch":
+        return DecodeBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def first(self, n: int) -> "DecodeBatch":
+        """The first n rows (views: writing into the full batch changes them)."""
+        return DecodeBatch(*(getattr(self, f.name)[:n] for f in fields(self)))
+
+    def copy_(self, other: "DecodeBatch"):
+        for f in fields(self):
+            getattr(self, f.name).copy_(getattr(other, f.name), non_blocking=True)
+
+
+def resolve_attention(attention: str, device) -> str:
+    """The backend to run: "auto" becomes "triton" on CUDA (if triton is installed), else "torch"; a
+    "triton" that cannot run (no triton, or a CPU pool outside Triton's interpreter) is refused here."""
+    if attention not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {attention!r}")
+    device = torch.device(device)
+    has_triton = importlib.util.find_spec("triton") is not None
+    if attention == "auto":
+        return "triton" if device.type == "cuda" and has_triton else "torch"
+    if attention == "triton":
+        if not has_triton:
+            raise ValueError(
+                "attention='triton' needs the triton package; install it or use attention='torch'"
+            )
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                f"attention='triton' runs its kernels on CUDA, and the pool is on {device}: move the model "
+                "to a GPU, use attention='torch', or (slow, for tests) set TRITON_INTERPRET=1 before "
+                "triton is first imported"
+            )
+    return attention
+
+
 def slots_for(table: list[int], block_size: int, end: int, device="cpu") -> Tensor:
     """Flat slot ids (end,) of positions 0..end-1 of a sequence with block table ``table``."""
     assert end <= len(table) * block_size, f"{end} positions but only {len(table)} blocks of {block_size}"
@@ -47,16 +113,32 @@ def slots_for(table: list[int], block_size: int, end: int, device="cpu") -> Tens
 
 
 class PagedKVCache:
-    """The block pool plus the :class:`gpt.KVCache` protocol for a batch described by :meth:`prepare`."""
+    """The block pool plus the :class:`gpt.KVCache` protocol for a batch described by :meth:`prepare`.
+
+    ``attention``: "torch" (gather, then the model's SDPA), "triton" (decode steps on the paged kernel)
+    or "auto" (triton on CUDA, else torch).
+    """
 
     def __init__(
-        self, config: GPTConfig, num_blocks: int, block_size: int, dtype=torch.float32, device="cpu"
+        self,
+        config: GPTConfig,
+        num_blocks: int,
+        block_size: int,
+        dtype=torch.float32,
+        device="cpu",
+        attention: str = "auto",
     ):
         self.config, self.num_blocks, self.block_size = config, num_blocks, block_size
         shape = (2, config.n_layer, num_blocks, block_size, config.n_kv_head, config.head_dim)
         self.kv = torch.zeros(shape, dtype=dtype, device=device)  # (2, L, nblocks, bs, nkv, hs)
         self.device = torch.device(device)
+        self.attention = resolve_attention(attention, self.device)
+        self.scale = 1.0 / math.sqrt(config.head_dim)  # SDPA's default, as the model uses
+        self.alibi_slopes = None  # (nh,) float32, one source: gpt.positions
+        if config.pos == "alibi":
+            self.alibi_slopes = alibi_slopes(config.n_head).to(self.device)
         self._step = None
+        self._decode = None
 
     @property
     def nbytes(self) -> int:
@@ -71,10 +153,18 @@ class PagedKVCache:
         for src, dst in pairs:
             self.kv[:, :, dst] = self.kv[:, :, src]
 
+    @staticmethod
+    def is_decode(rows: list[list[Segment]]) -> bool:
+        """Is every row one sequence with exactly one new token (the kernel path's shape)?"""
+        return all(len(row) == 1 and row[0].end - row[0].start == 1 for row in rows)
+
     def prepare(self, rows: list[list[Segment]]) -> Tensor:
         """Describe the next forward call. Returns ``last`` (n_segments,): the flat index into the
         (B * T) fed tokens of each segment's last new token (whose logits pick the next token)."""
         assert rows and all(rows), "prepare needs at least one row, each with at least one segment"
+        if self.attention == "triton" and self.is_decode(rows):
+            self.use_decode(self.decode_batch(rows).to(self.device))
+            return torch.arange(len(rows), device=self.device)
         # Built on the CPU (many tiny writes), then moved to the model's device in one go.
         bs = self.block_size
         nblocks = lambda seg: -(-seg.end // bs)  # noqa: E731
@@ -109,10 +199,36 @@ class PagedKVCache:
         positions, q_seg, key_pos, k_seg = (x.to(dev) for x in (positions, q_seg, key_pos, k_seg))
         mask = (k_seg[:, None, :] == q_seg[:, :, None]) & (key_pos[:, None, :] <= positions[:, :, None])
         self._step = CacheStep(positions=positions, attn_mask=mask[:, None], key_positions=key_pos)
-        self._T, self._key_blocks = T, key_blocks.to(dev)  # (B, NB)
+        self._T, self._key_blocks, self._decode = T, key_blocks.to(dev), None  # (B, NB)
         self._write_slots = torch.cat(write_slots).to(dev)
         self._write_index = torch.cat(write_index).to(dev)
         return torch.tensor(last, dtype=torch.long).to(dev)
+
+    def decode_batch(self, rows: list[list[Segment]], width: int | None = None, pad_to: int | None = None):
+        """A decode step's :class:`DecodeBatch`, built and checked on the host (the boundary: the kernel
+        path never reads a tensor back). ``width``: block table columns (default: the longest row's);
+        ``pad_to``: add padding rows up to this many (a CUDA graph's batch size)."""
+        assert self.is_decode(rows), "decode_batch takes rows of one segment with one new token each"
+        bs, B = self.block_size, len(rows)
+        P = B if pad_to is None else pad_to
+        lens = [row[0].end for row in rows]
+        W = max(-(-n // bs) for n in lens) if width is None else width
+        if P < B or max(lens) > W * bs:
+            raise ValueError(f"{B} rows of up to {max(lens)} tokens do not fit {P} rows x {W} blocks of {bs}")
+        d = DecodeBatch.padding(P, W)
+        for r, (seg,) in enumerate(rows):
+            d.positions[r, 0] = seg.start
+            d.slot_mapping[r] = seg.slots[-1]
+            d.block_tables[r, : -(-seg.end // bs)] = seg.slots[::bs] // bs  # its block table
+            d.context_lens[r] = seg.end
+        return d
+
+    def use_decode(self, batch: DecodeBatch):
+        """Run the next forward (T = 1) on the kernel path over ``batch``, device tensors that the
+        forward reads and never copies (a CUDA graph captures their addresses)."""
+        assert self.attention == "triton", f"the kernel path needs attention='triton', not {self.attention!r}"
+        self._decode, self._T = batch, 1
+        self._step = CacheStep(positions=batch.positions, attend=self.attend)
 
     # -- the KVCache protocol -----------------------------------------------------------------------
 
@@ -135,3 +251,13 @@ class PagedKVCache:
         k_all = k_pool.index_select(0, blocks).view(B, S, nkv, hs).transpose(1, 2)  # (B, nkv, S, hs)
         v_all = v_pool.index_select(0, blocks).view(B, S, nkv, hs).transpose(1, 2)
         return k_all, v_all
+
+    def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``CacheStep.attend`` of a decode step: q (B, nh, 1, hs), k, v (B, nkv, 1, hs) -> (B, nh, 1, hs)."""
+        d = self._decode
+        k_pool, v_pool = self.layer(layer_idx)
+        y = paged_decode_step(
+            q[:, :, 0], k[:, :, 0], v[:, :, 0], k_pool, v_pool,
+            d.slot_mapping, d.block_tables, d.context_lens, self.scale, self.alibi_slopes,
+        )  # fmt: skip
+        return y[:, :, None]  # (B, nh, 1, hs)
