@@ -6,9 +6,10 @@ time (fp32, CPU, one thread), stopping at ``<|im_end|>`` as the engine does. Wor
 the chat template). The engine runs them all at once with prefix caching on, off, and with a pool so small
 that sequences are preempted and recomputed. Tolerance: exact tokens. Batching changes the order of float
 sums (~1e-6), so a step whose top-2 logits are within ``NEAR_TIE`` of each other may flip; such a flip is
-detected from HF's own logits at that step, counted and reported, and any other divergence fails. Measured:
-none on this workload (every request identical). Default tier: the first 8 requests, at most 24 new tokens;
-the full 32 requests (up to 128 new tokens) are ``slow``.
+detected from HF's own logits at that step, counted and reported, and any other divergence fails. Measured
+on this workload: no flips, every request identical; the smallest top-2 gap on HF's greedy path is 9.8e-4
+(request 26, over all 1,862 generated tokens), 3.9e-2 in the default tier. Default tier: the first 8
+requests, at most 24 new tokens; the full 32 requests (up to 128 new tokens) are ``slow``.
 """
 
 import warnings
