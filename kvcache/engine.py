@@ -27,6 +27,7 @@ from gpt import GPT
 from gpt.sampling import sample_next
 from kvcache.block_manager import BlockManager
 from kvcache.memory import blocks_for_budget, kv_cache_bytes
+from kvcache.model_runner import ModelRunner
 from kvcache.paged_cache import PagedKVCache, Segment, slots_for
 from kvcache.request import Output, SamplingParams, Sequence
 from kvcache.scheduler import Batch, Scheduler
@@ -46,6 +47,9 @@ class LLMEngine:
     tiktoken encoding, a ``bpe`` tokenizer), needed for string prompts; :meth:`chat` also needs its
     ``apply_chat_template``. ``speculative``: a :class:`kvcache.PromptLookup` to draft tokens for
     greedy requests (verified in the same forward; outputs unchanged).
+    ``attention``: decode attention, "torch" (gather + SDPA), "triton" (the paged kernel over the pool in
+    place) or "auto" (triton on CUDA). ``cuda_graphs``: replay captured CUDA graphs of decode steps;
+    ``compile``: decode steps through ``torch.compile`` (both need the triton path; see ModelRunner).
     """
 
     def __init__(
@@ -60,6 +64,9 @@ class LLMEngine:
         chunked_prefill: bool = True,
         tokenizer=None,
         speculative: PromptLookup | None = None,
+        attention: str = "auto",
+        cuda_graphs: bool = False,
+        compile: bool = False,
     ):
         if not isinstance(model, GPT):
             raise TypeError(f"LLMEngine serves a gpt.GPT, got {type(model).__name__}")
@@ -78,13 +85,14 @@ class LLMEngine:
         if not isinstance(num_blocks, int) or num_blocks < 1:
             raise ValueError(f"num_blocks must be a positive int, got {num_blocks!r}")
         self.block_size, self.num_blocks = block_size, num_blocks
-        self.cache = PagedKVCache(cfg, num_blocks, block_size, self.dtype, self.device)
+        self.cache = PagedKVCache(cfg, num_blocks, block_size, self.dtype, self.device, attention)
         assert self.cache.nbytes == kv_cache_bytes(cfg, num_blocks * block_size, self.dtype)
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
         # 512-token prefill chunks: long enough to keep the matmuls efficient, short enough that a long
         # prompt does not build one huge attention mask (a packed 8192-token row was 2.5x slower on CPU)
         tokens = min(self.max_model_len, 512) if max_num_batched_tokens is None else max_num_batched_tokens
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, tokens, chunked_prefill)
+        self.runner = ModelRunner(self.model, self.cache, max_num_seqs, cuda_graphs, compile)
         self.tokenizer = tokenizer
         if speculative is not None and not isinstance(speculative, PromptLookup):
             raise TypeError(f"speculative must be a kvcache.PromptLookup or None, got {speculative!r}")
@@ -225,13 +233,13 @@ class LLMEngine:
             T = max(batch.chunks)
             rows = [[s] for s in segments]
             idx = torch.tensor([ts + [0] * (T - len(ts)) for ts in tokens], device=self.device)
-        last = self.cache.prepare(rows)  # (n_segments,) flat index of each segment's last new token
         offsets = list(range(len(tokens) + 1))  # segment i owns rows offsets[i]:offsets[i + 1] of logits
-        keep = last
+        keep = None  # the runner's default: each segment's last new token
         if decode and T > 1:  # logits at every fed position of a drafted sequence, to verify its drafts
             offsets = list(itertools.accumulate(batch.chunks, initial=0))
             keep = torch.cat([torch.arange(r * T, r * T + n) for r, n in enumerate(batch.chunks)])
-        logits, _ = self.model(idx, cache=self.cache, logits_rows=keep.to(self.device))  # (rows, vocab)
+            keep = keep.to(self.device)
+        logits = self.runner.run(rows, idx, keep)  # (rows, vocab)
 
         key = "prefill_tokens" if batch.kind == "prefill" else "decode_tokens"
         self.stats[key] += sum(batch.chunks)

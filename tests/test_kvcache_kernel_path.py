@@ -3,7 +3,13 @@
 the logits of the gather path and of the uncached model (<= 1e-5 fp32 on CPU through
 TRITON_INTERPRET=1, <= 1e-4 on CUDA) for every position kind (ALiBi included) with GQA; the kernels
 really run (counted) and prefill steps keep the gather path; the per-layer path reads nothing back to
-the host; bad backends and batches are refused where they enter."""
+the host; bad backends and batches are refused where they enter.
+
+``LLMEngine(attention="triton")``: greedy tokens identical to ``attention="torch"`` and to HF
+``generate`` (tiny random GPT-2 and Llama/GQA) with prefix caching, forced preemption and prompt-lookup
+drafts; the runner's padded fixed-shape decode path and ``torch.compile`` (on the CPU too) give the
+same tokens. GPU tier: CUDA graphs give the eager logits (<= 1e-4) and tokens, compiled or not, and a
+kernel-path decode step passes under ``torch.cuda.set_sync_debug_mode("error")``."""
 
 import pytest
 import torch
@@ -11,8 +17,8 @@ from test_kvcache_cache import NoSync, poison
 
 import kvcache.paged_attention as paged_attention
 import kvcache.paged_cache as paged_cache
-from gpt import GPT, GPTConfig
-from kvcache import BlockManager, PagedKVCache, Segment, slots_for
+from gpt import GPT, GPTConfig, from_hf
+from kvcache import BlockManager, LLMEngine, PagedKVCache, PromptLookup, SamplingParams, Segment, slots_for
 from kvcache.paged_cache import DecodeBatch, resolve_attention
 
 TINY = dict(vocab_size=61, block_size=48, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
@@ -146,3 +152,205 @@ def test_decode_batch_is_checked_on_the_host_and_padded():
     with pytest.raises(ValueError, match="do not fit 4 rows x 1 blocks of 4"):
         cache.decode_batch(rows, width=1, pad_to=4)
     assert isinstance(DecodeBatch.padding(2, 3), DecodeBatch)
+
+
+# -- the engine on the kernel path ------------------------------------------------------------------------
+# LLMEngine(attention="triton") against attention="torch" and HF generate (greedy, fp32, the tiny random
+# GPT-2 and Llama/GQA of tests/test_kvcache_engine.py, whose references have no near-ties), with prefix
+# caching and forced preemption; torch.compile on the CPU; CUDA graphs on a GPU.
+
+VOCAB, NEW = 97, 10
+GREEDY = SamplingParams(temperature=0.0, max_tokens=NEW)
+
+
+def hf_case(tiny_hf, family):
+    """Our conversion of a tiny random HF model, 6 prompts (3 sharing a 9-token prefix: prefix-cache
+    hits) and HF's greedy continuations."""
+    hf = tiny_hf(family)
+    g = torch.Generator().manual_seed(1)
+    system = torch.randint(0, VOCAB, (9,), generator=g).tolist()
+    ps = [system + torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (3, 14, 1)]
+    ps += [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (1, 23, 6)]
+    refs = []
+    with torch.no_grad():
+        for p in ps:
+            x = torch.tensor([p])
+            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW, do_sample=False)
+            refs.append(out[0, len(p) :].tolist())
+    return from_hf(hf).eval().to(DEV), ps, refs
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def case(request, tiny_hf):
+    return hf_case(tiny_hf, request.param)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_hf):
+    return hf_case(tiny_hf, "llama")  # GQA 6 -> 2 heads, RoPE
+
+
+def test_no_near_ties_in_the_reference(case):
+    """Every greedy step of these references wins by > 1e-4 in the logits, far above the ~1e-6 that a
+    batch layout, a kernel or a GPU changes: token equality below is a fair test."""
+    model, ps, refs = case
+    for p, ref in zip(ps, refs, strict=True):
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([p + ref[:-1]], device=DEV))
+        top2 = logits[0, len(p) - 1 :].topk(2, dim=-1).values  # (NEW, 2)
+        assert (top2[:, 0] - top2[:, 1]).min() > 1e-4
+
+
+def engine_tokens(model, ps, **kw):
+    eng = LLMEngine(model, **kw)
+    outs = eng.generate(ps, GREEDY, use_tqdm=False)
+    eng.block_manager.check_invariants()
+    return [o.token_ids for o in outs], eng
+
+
+def count_kernel_calls(monkeypatch) -> dict:
+    calls = {"kernel": 0}
+    real = paged_cache.paged_decode_step
+
+    def counting(*args):
+        calls["kernel"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(paged_cache, "paged_decode_step", counting)
+    return calls
+
+
+def test_engine_kernel_path_matches_torch_path_and_hf(case, monkeypatch):
+    model, ps, refs = case
+    kw = dict(block_size=4, max_num_seqs=4, max_num_batched_tokens=16)  # staggered prefills
+    torch_tokens, _ = engine_tokens(model, ps, attention="torch", **kw)
+    calls = count_kernel_calls(monkeypatch)
+    tokens, eng = engine_tokens(model, ps, attention="triton", **kw)
+    assert tokens == torch_tokens == refs
+    assert eng.cache.attention == "triton"
+    assert calls["kernel"] >= eng.stats["decode_tokens"] // 4 * model.config.n_layer > 0  # decode ran on it
+    assert eng.stats["prefill_tokens"] < sum(len(p) for p in ps)  # prefix-cache hits: shared blocks read
+
+
+def test_engine_kernel_path_with_forced_preemption(llama):
+    model, ps, refs = llama
+    # 15 blocks of 4 = 60 slots for 6 sequences growing to 11..43 tokens: decode must preempt
+    tokens, eng = engine_tokens(model, ps, block_size=4, num_blocks=15, max_num_seqs=6, attention="triton")
+    assert eng.scheduler.num_preemptions > 0
+    assert tokens == refs
+
+
+def test_prompt_lookup_drafts_on_the_gather_path_rest_on_the_kernel(llama, monkeypatch):
+    """Speculative steps feed several tokens per row (verified through the gather path); steps where
+    no sequence drafted run on the kernel. Greedy tokens stay those of HF."""
+    model, ps, refs = llama
+    calls = count_kernel_calls(monkeypatch)
+    kw = dict(block_size=4, max_num_seqs=4, speculative=PromptLookup(num_tokens=3))
+    tokens, eng = engine_tokens(model, ps, attention="triton", **kw)
+    assert tokens == refs
+    assert eng.stats["draft_tokens"] > 0 and calls["kernel"] > 0
+
+
+def test_engine_alibi_on_the_kernel_path():
+    m = model(pos="alibi")
+    g = torch.Generator().manual_seed(2)
+    ps = [torch.randint(0, 61, (n,), generator=g).tolist() for n in (3, 11, 7, 1)]
+    refs = [m.generate(torch.tensor([p], device=DEV), 9, temperature=0.0)[0, len(p) :].tolist() for p in ps]
+    params = SamplingParams(temperature=0.0, max_tokens=9)
+    eng = LLMEngine(m, block_size=4, num_blocks=14, max_num_batched_tokens=8, attention="triton")
+    assert [o.token_ids for o in eng.generate(ps, params, use_tqdm=False)] == refs
+
+
+def test_padded_decode_batches_equal_eager(llama, monkeypatch):
+    """The runner's fixed-shape decode path (static buffers, batches padded up to 1, 2, 4 or 6 rows with
+    rows that store nothing), run eagerly: what torch.compile and CUDA graphs replay."""
+    model, ps, refs = llama
+    kw = dict(block_size=4, max_num_seqs=6, max_num_batched_tokens=16)
+    eng = LLMEngine(model, attention="triton", compile=True, **kw)
+    assert eng.runner.batch_sizes == [1, 2, 4, 6]
+    eng.runner.forward = model  # the same padded path, without compiling
+    padded = []
+    real = PagedKVCache.decode_batch
+
+    def recording(self, rows, width=None, pad_to=None):
+        padded.append((len(rows), pad_to))
+        return real(self, rows, width, pad_to)
+
+    monkeypatch.setattr(PagedKVCache, "decode_batch", recording)
+    lengths = (10, 7, 4, 9, 2, 6)  # finishing one by one, the batch shrinks through 3 (padded to 4)
+    params = [SamplingParams(temperature=0.0, max_tokens=n) for n in lengths]
+    outs = eng.generate(ps, params, use_tqdm=False)
+    assert [o.token_ids for o in outs] == [r[:n] for r, n in zip(refs, lengths, strict=True)]
+    assert all(n in (1, 2, 4, 6) and n >= b for b, n in padded) and any(b < n for b, n in padded)
+
+
+def test_compiled_engine_equals_eager(llama):
+    """torch.compile of the decode step (inductor; on the CPU its C++ backend) gives the same tokens:
+    decode batches of 2 and 1 rows, two compilations."""
+    model, ps, refs = llama
+    kw = dict(block_size=4, max_num_seqs=2, attention="triton")
+    tokens, eng = engine_tokens(model, ps[2:5], compile=True, **kw)
+    assert tokens == refs[2:5]
+    assert eng.runner.forward is not model
+
+
+def test_gpu_options_are_refused_clearly():
+    m = model(pos="rope")
+    with pytest.raises(ValueError, match="need decode attention on the paged kernel"):
+        LLMEngine(m, attention="torch", compile=True)
+    if DEV == "cpu":
+        with pytest.raises(ValueError, match="cuda_graphs=True needs the model on a CUDA device, got cpu"):
+            LLMEngine(m, attention="triton", cuda_graphs=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_cuda_graphs_equal_eager(case, compile):
+    model, ps, refs = case
+    kw = dict(block_size=4, max_num_seqs=4, attention="triton")
+    eager, _ = engine_tokens(model, ps, **kw)
+    graphed, eng = engine_tokens(model, ps, cuda_graphs=True, compile=compile, **kw)
+    assert sorted(eng.runner.graphs) == [1, 2, 4]
+    assert graphed == eager == refs
+
+
+@pytest.mark.gpu
+def test_cuda_graph_logits_equal_eager():
+    """Every step's logits, replayed graphs (3 rows padded to 4) against the eager kernel path."""
+    m = model(pos="rope")
+    ps = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]
+    logits = {}
+    for graphs in (False, True):
+        eng = LLMEngine(m, block_size=4, max_num_seqs=4, attention="triton", cuda_graphs=graphs)
+        seen, run = logits.setdefault(graphs, []), eng.runner.run
+
+        def recording(rows, idx, logits_rows=None, seen=seen, run=run):
+            seen.append(run(rows, idx, logits_rows))
+            return seen[-1]
+
+        eng.runner.run = recording
+        eng.generate(ps, SamplingParams(temperature=0.0, max_tokens=6), use_tqdm=False)
+    assert len(logits[True]) == len(logits[False]) > 1
+    for a, b in zip(logits[True], logits[False], strict=True):
+        assert (a - b).abs().max() <= 1e-4
+
+
+@pytest.mark.gpu
+def test_kernel_path_decode_step_forces_no_sync_on_cuda():
+    m = model(pos="rope")
+    bm, cache = BlockManager(8, 4), PagedKVCache(m.config, 8, 4, device="cuda", attention="triton")
+    bm.allocate(0, [3, 1, 4], 3)
+    with torch.no_grad():
+        cache.prepare([[Segment(slots_for(bm.block_table(0), 4, 3), 0)]])
+        m(torch.tensor([[3, 1, 4]], device="cuda"), cache=cache)
+        bm.append_slots(0, 1)
+        last = cache.prepare([[Segment(slots_for(bm.block_table(0), 4, 4), 3)]])
+        nxt = torch.tensor([[5]], device="cuda")
+        m(nxt, cache=cache, logits_rows=last)  # the first launch builds the kernels
+        cache.prepare([[Segment(slots_for(bm.block_table(0), 4, 4), 3)]])
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            m(nxt, cache=cache, logits_rows=last)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
