@@ -1,4 +1,4 @@
-"""kvcache.bench_serving end to end at a toy size (SmolLM2's first 2 layers, a handful of chat requests):
+"""kvcache.bench.serving end to end at a toy size (SmolLM2's first 2 layers, a handful of chat requests):
 every system and section runs on the same prompts, the engine's greedy tokens equal HF ``generate``'s
 (and prompt lookup's equal plain decoding's), the server generates what the offline engine does, and
 bench.json / bench.png are written. Plus the load metrics worked by hand and the flags' checks."""
@@ -13,7 +13,8 @@ import torch
 
 from kvcache import LLMEngine
 from kvcache.bench import run
-from kvcache.bench_serving import (
+from kvcache.bench.load import Trace, arrival_times, summarize
+from kvcache.bench.serving import (
     SYSTEMS,
     ServingConfig,
     dtype_batch,
@@ -23,7 +24,6 @@ from kvcache.bench_serving import (
     parse_args,
     table,
 )
-from kvcache.bench_serving_load import Trace, arrival_times, summarize
 from kvcache.workloads import chat_workload
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -25,10 +25,10 @@ import torch
 
 from gpt import GPT, GPTConfig
 from kvcache import LLMEngine, Output, SamplingParams
-from kvcache.openai_api import DEFAULT_MAX_TOKENS, ChoiceText
+from kvcache.serve.api import DEFAULT_MAX_TOKENS, ChoiceText
 
 openai = pytest.importorskip("openai")
-serve = pytest.importorskip("kvcache.serve")  # needs the serve extra (starlette, uvicorn)
+serve = pytest.importorskip("kvcache.serve.app")  # needs the serve extra (starlette, uvicorn)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -489,7 +489,7 @@ def test_shutdown_drains_or_cancels_in_flight_requests(slow, tok, shutdown_timeo
 
 def test_serving_modules_import_no_web_stack_until_serve():
     code = (
-        "import sys, kvcache, kvcache.openai_api, kvcache.engine_loop\n"
+        "import sys, kvcache, kvcache.serve.api, kvcache.serve.loop\n"
         "assert not {'starlette', 'uvicorn', 'quant'} & set(sys.modules), sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -497,9 +497,9 @@ def test_serving_modules_import_no_web_stack_until_serve():
 
 def test_a_missing_serve_extra_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)
-    monkeypatch.delitem(sys.modules, "kvcache.serve")
+    monkeypatch.delitem(sys.modules, "kvcache.serve.app")
     with pytest.raises(ImportError, match=r"pip install 'llm-course\[serve\]'"):
-        importlib.import_module("kvcache.serve")
+        importlib.import_module("kvcache.serve.app")
 
 
 def test_cli_serves_a_gguf_on_a_free_port_and_stops_on_sigint(tiny, tok, tmp_path):

@@ -22,7 +22,7 @@ table (``--attention``, ``--cuda-graphs`` and ``--compile`` apply to every engin
 prompt lookup >= 1.5x on copy-heavy prompts, KV waste < 4%) are reported, pass or fail.
 
     python -m kvcache.bench --model smollm2                  # CPU, 2 threads: 15-20 minutes (estimated)
-    python -m kvcache.bench_serving --n-layer 2 --requests 4 --rate-requests 2 --threads 1   # smoke
+    python -m kvcache.bench --model smollm2 --n-layer 2 --requests 4 --rate-requests 2 --threads 1   # smoke
     python -m kvcache.bench --model smollm2 --device cuda --dtype bf16 --extra-models gpt-124m --threads 16
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default
@@ -51,7 +51,7 @@ from gpt.flags import parse_dataclass
 from gpt.sizes import SIZES
 from gpt.training.checkpoint import write_atomic
 from gpt.training.precision import DTYPES
-from kvcache.bench_serving_load import (
+from kvcache.bench.load import (
     arrival_times,
     drive_engine,
     drive_hf,
@@ -60,7 +60,7 @@ from kvcache.bench_serving_load import (
     pct,
     summarize,
 )
-from kvcache.bench_serving_report import plot, report, targets, winners
+from kvcache.bench.serving_report import plot, report, targets, winners
 from kvcache.engine import LLMEngine
 from kvcache.memory import kv_cache_bytes
 from kvcache.speculative import PromptLookup
@@ -516,7 +516,7 @@ def main(cfg: ServingConfig) -> dict:
     work = chat_workload(tok, n=n, prompt_tokens=cfg.prompt_tokens, max_tokens=cfg.max_tokens, seed=cfg.seed)
     loads = [("offline", None, cfg.requests)] + [(f"{r:g} req/s", r, cfg.rate_requests) for r in cfg.rates]
     print(
-        f"kvcache.bench_serving: {cfg.model} ({model.num_params() / 1e6:.1f}M params, {model.config.n_layer} "
+        f"kvcache.bench.serving: {cfg.model} ({model.num_params() / 1e6:.1f}M params, {model.config.n_layer} "
         f"layers) device={cfg.device} dtype={cfg.dtype} threads={torch.get_num_threads()} "
         f"systems={cfg.systems} "
         f"loads={[name for name, _, _ in loads]}"
@@ -578,7 +578,7 @@ def main(cfg: ServingConfig) -> dict:
 
 def parse_args(argv=None) -> ServingConfig:
     return parse_dataclass(
-        ServingConfig, argv, prog="python -m kvcache.bench_serving", description=__doc__.split("\n\n")[0]
+        ServingConfig, argv, prog="python -m kvcache.bench", description=__doc__.split("\n\n")[0]
     )
 
 

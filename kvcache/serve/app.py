@@ -1,14 +1,14 @@
 """``python -m kvcache.serve``: an OpenAI-compatible HTTP server over ``LLMEngine``, batching across clients.
 
 Teaches how a serving engine meets the network (vLLM's ``AsyncLLMEngine`` and ``api_server.py`` in
-miniature). The engine is not thread-safe, so one thread owns it (:class:`kvcache.engine_loop.EngineLoop`),
+miniature). The engine is not thread-safe, so one thread owns it (:class:`kvcache.serve.loop.EngineLoop`),
 and HTTP handlers on uvicorn's asyncio loop send it requests and aborts through a thread-safe queue and
 get each request's ``Output``s back on their own ``asyncio.Queue``. Requests from
 different clients share every forward call (continuous batching); a request that does not fit the KV
 pool yet waits in the scheduler's queue; a client that disconnects has its request aborted and its
 blocks freed. On shutdown (Ctrl-C, or ``Server.stop``) uvicorn gives in-flight requests
 ``--shutdown-timeout`` seconds to finish and cancels the rest; the engine thread aborts what is left
-and exits. What the JSON means (checks, defaults, reply shapes) is :mod:`kvcache.openai_api`.
+and exits. What the JSON means (checks, defaults, reply shapes) is :mod:`kvcache.serve.api`.
 
     python -m kvcache.serve --model smollm2 --port 8000        # or --model path/to/model.gguf
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -45,8 +45,8 @@ except ImportError as err:
 from gpt.flags import parse_dataclass
 from gpt.training.precision import DTYPES
 from kvcache.engine import LLMEngine
-from kvcache.engine_loop import EngineLoop, RequestHandle
-from kvcache.openai_api import DEFAULT_MAX_TOKENS, APIError, Reply, ServedModel, parse_chat, parse_completion
+from kvcache.serve.api import DEFAULT_MAX_TOKENS, APIError, Reply, ServedModel, parse_chat, parse_completion
+from kvcache.serve.loop import EngineLoop, RequestHandle
 from kvcache.speculative import PromptLookup
 
 DEFAULT_KV_MB = 256  # KV cache when neither --num-blocks nor --memory-budget-mb is given
@@ -292,7 +292,9 @@ def main(cfg: ServeConfig):
         server.run()
 
 
-if __name__ == "__main__":
+def parse_args(argv=None) -> ServeConfig:
     note = f"A request without max_tokens gets {DEFAULT_MAX_TOKENS}, or what its prompt leaves of the context"
     description = __doc__.split("\n\n")[0]
-    main(parse_dataclass(ServeConfig, prog="python -m kvcache.serve", description=description, epilog=note))
+    return parse_dataclass(
+        ServeConfig, argv, prog="python -m kvcache.serve", description=description, epilog=note
+    )

@@ -1,6 +1,6 @@
-"""The printed tables and the PNG of ``kvcache.bench_serving`` (kept apart from the measuring code).
+"""The printed tables and the PNG of ``kvcache.bench.serving`` (kept apart from the measuring code).
 
-Teaches nothing new: it reads the result dict of :func:`kvcache.bench_serving.main` (throughput and
+Teaches nothing new: it reads the result dict of :func:`kvcache.bench.serving.main` (throughput and
 latency rows per system and load point with their ratios to HF and llama.cpp, the targets, prompt
 lookup, the engine's sweeps, the server's overhead, the CUDA dtype x batch table) and lays it out.
 """
@@ -245,7 +245,7 @@ def plot(res: dict, path: Path):
     else:
         a.set_axis_off()
     m = res["meta"]
-    fig.suptitle(f"kvcache.bench_serving: {model} on {m['device_name']} {m['dtype']}, {m['threads']} threads")
+    fig.suptitle(f"kvcache.bench.serving: {model} on {m['device_name']} {m['dtype']}, {m['threads']} threads")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -12,7 +12,7 @@ measured), prefix caching on a shared-system-prompt workload, a batch-size sweep
 
     python -m kvcache.bench --size tiny                      # CPU, a few minutes
     python -m kvcache.bench --device cuda --dtype bf16 --size 124m
-    python -m kvcache.bench --model smollm2                  # serving SmolLM2: kvcache.bench_serving
+    python -m kvcache.bench --model smollm2                  # serving SmolLM2: kvcache.bench.serving
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/kvcache-bench-<device>-<dtype>-<size>``).
 References: vLLM ``benchmarks/benchmark_throughput.py``; nano-vllm ``bench.py``.
@@ -31,7 +31,7 @@ from gpt import GPT, to_hf
 from gpt.flags import parse_dataclass
 from gpt.sizes import SIZES, get_size
 from gpt.training.precision import DTYPES
-from kvcache.bench_report import plot, report
+from kvcache.bench.synthetic_report import plot, report
 from kvcache.contiguous import generate_static
 from kvcache.engine import LLMEngine
 from kvcache.memory import kv_bytes_per_token, kv_cache_bytes
@@ -313,7 +313,7 @@ def main(cfg: BenchConfig) -> dict:
 
 
 SERVING_HELP = (
-    "--model smollm2 (or gpt-124m) runs the serving benchmark instead, kvcache.bench_serving, on a real "
+    "--model smollm2 (or gpt-124m) runs the serving benchmark instead, kvcache.bench.serving, on a real "
     "model: `python -m kvcache.bench --model smollm2 --help` lists its flags"
 )
 
@@ -326,11 +326,8 @@ def run(argv: list[str] | None = None) -> dict:
     """The command line: the serving benchmark when ``--model`` is given, this one otherwise."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a == "--model" or a.startswith("--model=") for a in argv):
-        from kvcache import bench_serving
+        from kvcache.bench.serving import main as serve_main
+        from kvcache.bench.serving import parse_args as serve_args
 
-        return bench_serving.main(bench_serving.parse_args(argv))
+        return serve_main(serve_args(argv))
     return main(parse_args(argv))
-
-
-if __name__ == "__main__":
-    run()

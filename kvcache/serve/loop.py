@@ -21,7 +21,7 @@ import queue
 import threading
 
 from kvcache.engine import LLMEngine
-from kvcache.openai_api import APIError, Job
+from kvcache.serve.api import APIError, Job
 
 ACCEPTED = "accepted"  # the engine thread's first reply to a request it queued
 
