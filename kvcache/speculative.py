@@ -32,7 +32,7 @@ class PromptLookup:
 
     num_tokens: int = 4
     max_ngram: int = 3
-    min_ngram: int = 1
+    min_ngram: int = 2  # single-token matches are mostly noise: SmolLM2 chat acceptance 11% -> 22% at 2
 
     def __post_init__(self):
         for name in ("num_tokens", "max_ngram", "min_ngram"):

@@ -81,8 +81,9 @@ def test_bench_serving_runs_every_section(tmp_path, datasets):
     assert 0 <= off["engine"]["kv_waste"] < 1 and off["engine"]["preemptions"] == 0
 
     lk = res["lookup"]
-    assert lk["copy_heavy"]["identical"] == 1.0
-    assert lk["copy_heavy"]["speedup"] > 0 and lk["chat"]["speedup"] > 0
+    for name in ("copy_heavy", "copy_heavy_single", "chat_single"):  # own runs: plain and lookup tokens equal
+        assert lk[name]["identical"] == 1.0 and lk[name]["speedup"] > 0, (name, lk[name])
+    assert lk["copy_heavy_single"]["batch"] == 1 and lk["chat"]["speedup"] > 0
     sw = res["sweeps"]
     assert [s["batch"] for s in sw["batch"]] == [1, 2] and [s["block"] for s in sw["block"]] == [8]
     small, large = sorted(sw["budget"], key=lambda s: s["budget_mib"])
@@ -93,7 +94,7 @@ def test_bench_serving_runs_every_section(tmp_path, datasets):
     assert sv["tok_per_s"] > 0 and sv["gen_tokens"] == sv["offline_gen_tokens"], sv
     assert res["dtype_batch"] is None  # CPU: nothing CUDA runs
     names = [t["name"] for t in res["targets"]]
-    assert len(names) == (4 if has_llama else 3) and all(
+    assert len(names) == (5 if has_llama else 4) and all(
         isinstance(t["passed"], bool) for t in res["targets"]
     )
 

@@ -83,7 +83,7 @@ class ServingConfig:
     requests: int = field(default=32, metadata={"help": "offline batch (all arrive at t=0)"})
     rates: tuple[float, ...] = field(default=(1.0, 4.0, 16.0), metadata={"help": "Poisson req/s"})
     rate_requests: int = field(default=12, metadata={"help": "requests per rate point"})
-    prompt_tokens: tuple[int, int] = (20, 400)
+    prompt_tokens: tuple[int, int] = (20, 600)
     max_tokens: tuple[int, int] = (16, 96)
     ignore_eos: bool = field(default=False, metadata={"help": "run every request to max_tokens"})
     batch: int = field(default=16, metadata={"help": "engine max_num_seqs and HF's static batch"})
@@ -323,8 +323,11 @@ def agreement(offline: dict) -> dict:
     }
 
 
-def lookup_section(cfg: ServingConfig, model: GPT, tok, rows: list[dict]) -> dict:
-    """Prompt lookup on copy-heavy prompts (its own offline runs) next to the chat table's offline rows."""
+def lookup_section(cfg: ServingConfig, model: GPT, tok, rows: list[dict], chat: list[ChatRequest]) -> dict:
+    """Prompt lookup against plain decoding, offline: copy-heavy prompts at the bench's batch size, and
+    copy-heavy and chat prompts one request at a time (``max_num_seqs=1``: the latency regime, where a
+    decode step is bound by reading the weights and extra positions are nearly free). The chat row at
+    the bench's batch comes from the table."""
     eos = None if cfg.ignore_eos else tok.eos_id
     work = copy_heavy_workload(
         tok,
@@ -334,30 +337,39 @@ def lookup_section(cfg: ServingConfig, model: GPT, tok, rows: list[dict]) -> dic
         seed=cfg.seed,
     )
     pl = PromptLookup(num_tokens=cfg.lookup_tokens, max_ngram=cfg.lookup_max_ngram)
-    res = {}
-    for name, over in (("plain", {}), ("lookup", {"speculative": pl})):
-        traces, info = engine_system(cfg, model, eos, **over)(work, [0.0] * len(work))
-        res[name] = dict(summarize(traces), **info, tokens=[t.tokens for t in traces])
-    copy_row = dict(
-        speedup=res["lookup"]["tok_per_s"] / res["plain"]["tok_per_s"],
-        acceptance=res["lookup"]["acceptance"],
-        plain_tok_per_s=res["plain"]["tok_per_s"],
-        lookup_tok_per_s=res["lookup"]["tok_per_s"],
-        identical=sum(a == b for a, b in zip(res["plain"]["tokens"], res["lookup"]["tokens"], strict=True))
-        / len(work),
-        requests=len(work),
-        prompt_tokens_mean=float(np.mean([len(r.prompt_ids) for r in work])),
-    )
-    chat = {r["key"]: r for r in rows if r["load"] == "offline" and r["key"] in ("engine", "lookup")}
-    chat_row = None
-    if len(chat) == 2:
-        chat_row = dict(
-            speedup=chat["lookup"]["tok_per_s"] / chat["engine"]["tok_per_s"],
-            acceptance=chat["lookup"]["acceptance"],
-            plain_tok_per_s=chat["engine"]["tok_per_s"],
-            lookup_tok_per_s=chat["lookup"]["tok_per_s"],
+
+    def pair(reqs: list[ChatRequest], **over) -> dict:
+        res = {}
+        for name, extra in (("plain", {}), ("lookup", {"speculative": pl})):
+            traces, info = engine_system(cfg, model, eos, **over, **extra)(reqs, [0.0] * len(reqs))
+            res[name] = dict(summarize(traces), **info, tokens=[t.tokens for t in traces])
+        same = [a == b for a, b in zip(res["plain"]["tokens"], res["lookup"]["tokens"], strict=True)]
+        return dict(
+            speedup=res["lookup"]["tok_per_s"] / res["plain"]["tok_per_s"],
+            acceptance=res["lookup"]["acceptance"],
+            plain_tok_per_s=res["plain"]["tok_per_s"],
+            lookup_tok_per_s=res["lookup"]["tok_per_s"],
+            identical=sum(same) / len(reqs),
+            requests=len(reqs),
+            batch=over.get("max_num_seqs", cfg.batch),
+            prompt_tokens_mean=float(np.mean([len(r.prompt_ids) for r in reqs])),
         )
-    return {"copy_heavy": copy_row, "chat": chat_row, "lookup_tokens": cfg.lookup_tokens}
+
+    out = {"lookup_tokens": cfg.lookup_tokens, "min_ngram": pl.min_ngram, "max_ngram": pl.max_ngram}
+    out["copy_heavy"] = pair(work)
+    out["copy_heavy_single"] = pair(work, max_num_seqs=1)
+    out["chat_single"] = pair(chat[: cfg.copy_requests], max_num_seqs=1)
+    table = {r["key"]: r for r in rows if r["load"] == "offline" and r["key"] in ("engine", "lookup")}
+    out["chat"] = None
+    if len(table) == 2:
+        out["chat"] = dict(
+            speedup=table["lookup"]["tok_per_s"] / table["engine"]["tok_per_s"],
+            acceptance=table["lookup"]["acceptance"],
+            plain_tok_per_s=table["engine"]["tok_per_s"],
+            lookup_tok_per_s=table["lookup"]["tok_per_s"],
+            batch=cfg.batch,
+        )
+    return out
 
 
 def sweeps(cfg: ServingConfig, model: GPT, tok, work: list[ChatRequest]) -> dict:
@@ -555,7 +567,7 @@ def main(cfg: ServingConfig) -> dict:
             del other
     main_rows = [r for r in rows if r["model"] == cfg.model]
     result |= dict(rows=rows, notes=notes, agreement=agreement(offline), winners=winners(main_rows))
-    result["lookup"] = timed("prompt lookup", lookup_section, cfg, model, tok, rows)
+    result["lookup"] = timed("prompt lookup", lookup_section, cfg, model, tok, rows, work)
     result["sweeps"] = timed("sweeps", sweeps, cfg, model, tok, work[: cfg.sweep_requests])
     result["server"] = (
         timed("server", server_section, cfg, model, tok, work[: cfg.requests])

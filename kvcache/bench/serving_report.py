@@ -10,6 +10,8 @@ from pathlib import Path
 
 from gpt.training.checkpoint import write_atomic
 
+LOOKUP_ROWS = ("chat", "copy_heavy", "chat_single", "copy_heavy_single")  # lookup_section's rows
+
 
 def _f(x, spec=".2f", scale=1.0) -> str:
     return "-" if x is None else format(x * scale, spec)
@@ -31,9 +33,10 @@ def targets(
     if "engine" in off and "llama_cpp" in off:
         v = off["engine"]["tok_per_s"] / off["llama_cpp"]["tok_per_s"]
         add(f"engine at {batch} concurrent / llama.cpp single stream", v, "> 1", v > 1)
-    if lookup and lookup["copy_heavy"]:
-        v = lookup["copy_heavy"]["speedup"]
-        add("prompt lookup speed-up, copy-heavy prompts", v, ">= 1.5", v >= 1.5)
+    for key, what in (("copy_heavy", f"batch {batch}"), ("copy_heavy_single", "one at a time")):
+        if lookup and lookup.get(key):
+            v = lookup[key]["speedup"]
+            add(f"prompt lookup speed-up, copy-heavy prompts, {what}", v, ">= 1.5", v >= 1.5)
     if "engine" in off:
         v = off["engine"]["kv_waste"]
         add(f"KV waste at block size {block_size}, offline chat", v, "< 4%", v < 0.04)
@@ -85,11 +88,12 @@ def report(res: dict):
             f"{w['winner']} wins"
         )
     lk = res["lookup"]
-    for name in ("chat", "copy_heavy"):
-        r = lk[name]
+    for name in LOOKUP_ROWS:
+        r = lk.get(name)
         if r:
             print(
-                f"prompt lookup ({lk['lookup_tokens']} drafts), {name}: {r['plain_tok_per_s']:.1f} -> "
+                f"prompt lookup ({lk['lookup_tokens']} drafts), {name} (batch {r['batch']}): "
+                f"{r['plain_tok_per_s']:.1f} -> "
                 f"{r['lookup_tok_per_s']:.1f} tok/s ({r['speedup']:.2f}x), "
                 f"acceptance {_f(r['acceptance'], '.0%')}"
                 + (f", outputs identical {r['identical']:.0%}" if "identical" in r else "")
@@ -184,7 +188,7 @@ def plot(res: dict, path: Path):
         a.set_yscale("log")
     ax[0, 1].legend(fontsize=7)
     lk = res["lookup"]
-    names = [n for n in ("chat", "copy_heavy") if lk[n]]
+    names = [n for n in LOOKUP_ROWS if lk.get(n)]
     a = ax[1, 1]
     a.bar([i - 0.2 for i in range(len(names))], [lk[n]["speedup"] for n in names], 0.4, label="speed-up (x)")
     a.bar(
@@ -194,7 +198,7 @@ def plot(res: dict, path: Path):
         label="draft acceptance",
     )
     a.axhline(1.5, color="gray", ls=":", lw=1)
-    a.set_xticks(range(len(names)), names)
+    a.set_xticks(range(len(names)), [n.replace("_single", "\nbatch 1").replace("_", "-") for n in names])
     a.set_title(f"prompt lookup ({lk['lookup_tokens']} draft tokens)")
     a.legend(fontsize=8)
     sw = res["sweeps"]
