@@ -211,7 +211,8 @@ class LLMEngine:
 
     def _propose(self, seq: Sequence) -> list[int]:
         """Draft tokens for a greedy sequence, never past ``max_tokens`` or the context."""
-        if seq.params.temperature > 0:
+        limit = self.speculative.max_batch
+        if seq.params.temperature > 0 or (limit is not None and len(self.scheduler.running) > limit):
             return []
         room = min(seq.params.max_tokens - seq.num_output_tokens, self.max_model_len - len(seq)) - 1
         return self.speculative.propose(seq.token_ids, room) if room > 0 else []

@@ -34,6 +34,7 @@ def test_propose_hand_cases():
         (dict(num_tokens=0), "num_tokens"),
         (dict(max_ngram=2, min_ngram=3), "min_ngram"),
         (dict(min_ngram=True), "min_ngram"),
+        (dict(max_batch=0), "max_batch"),
     ],
 )
 def test_propose_rejects_bad_settings(kw, match):
@@ -133,3 +134,15 @@ def test_max_tokens_and_context_are_respected_with_drafts(case):
     assert len(outs[0].token_ids) == 3 and outs[0].finish_reason == "length"
     ref = model.generate(torch.tensor([long]), 3, temperature=0.0)[0, len(long) :].tolist()
     assert outs[0].token_ids == ref
+
+
+def test_max_batch_turns_drafting_off_for_big_batches(case):
+    model, ps, refs = case
+    greedy = SamplingParams(temperature=0.0, max_tokens=NEW)
+    outs, eng = run(model, ps, greedy, speculative=PromptLookup(4))
+    assert eng.stats["draft_tokens"] > 0
+    # six sequences run together from one prefill step to their last token: never at most one
+    outs, eng = run(model, ps, greedy, speculative=PromptLookup(4, max_batch=1))
+    assert [o.token_ids for o in outs] == refs and eng.stats["draft_tokens"] == 0
+    outs, eng = run(model, ps[:1], greedy, speculative=PromptLookup(4, max_batch=1))
+    assert [o.token_ids for o in outs] == refs[:1] and eng.stats["draft_tokens"] > 0  # alone: drafts
