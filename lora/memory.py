@@ -11,16 +11,17 @@ with P parameters, of which all train:
   ====================================================================  ===============
   the block input x (the residual stream), saved by ln_1                N*C
   ln_1 (RMSNorm): 1/rms, x/rms, the output w*x/rms (c_attn's input)    N + 2*N*C
-  attention (GQA): q and k after RoPE, v, both repeated to nh heads;    4*N*C + N*nh
-  SDPA's output (c_proj's input) and its log-sum-exp per head
+  attention: q after RoPE, SDPA's output (c_proj's input), its          2*N*C + N*nh
+  log-sum-exp per head
+  views that keep k after RoPE (kv = n_kv_head * head_dim) and,         N*kv + N*(C + 2*kv)
+  through v, the whole fused q|k|v output alive
   the residual after attention, ln_2's 1/rms, x/rms, output             3*N*C + N
   SwiGLU: gate, silu(gate), up, silu(gate)*up (c_proj's input)          4*N*F
   ====================================================================  ===============
 
-  so N * (10*C + 4*F + nh + 2) numbers a layer. When the key/value heads are not repeated by a copy
-  (n_kv_head == n_head; or n_kv_head == 1, where the repeat is a view) SDPA holds views instead: of
-  k after RoPE (N*kv, kv = n_kv_head * head_dim) and, through v, of the whole fused q|k|v output
-  (N*(C + 2*kv)), in place of the two N*C copies. After the last layer: the final residual and ln_f
+  so N * (9*C + 3*kv + 4*F + nh + 2) numbers a layer. Grouped-query attention adds no copies: SDPA
+  reads each key/value head for its group of query heads in place (``enable_gqa``). After the last
+  layer: the final residual and ln_f
   (3*N*C + N), the log-softmax of the logits (N*V, the largest single term), RoPE's cos and sin
   (2*T*head_dim), and the int64 token ids and targets (2*N*8 bytes).
 - **the peak** (:attr:`MemoryBudget.peak`) is not the sum of all four. Gradients appear as
@@ -103,9 +104,9 @@ def activation_bytes(config: GPTConfig, batch: int, seq_len: int) -> int:
         raise ValueError(f"need batch >= 1 and 1 <= seq_len <= block_size={config.block_size}")
     N, C, F, nh = batch * seq_len, config.n_embd, config.ffn_hidden, config.n_head
     kv = config.n_kv_head * config.head_dim
-    # GQA copies k and v out to nh heads: q, k, v and the output, N*C each. Otherwise q and the output,
-    # and views that keep k (after RoPE) and the fused q|k|v output alive
-    attention = 4 * N * C if 1 < config.n_kv_head < nh else 2 * N * C + N * kv + N * (C + 2 * kv)
+    # q and the output, and views that keep k (after RoPE) and the fused q|k|v output alive (SDPA reads
+    # grouped key/value heads in place: no copies to nh heads)
+    attention = 2 * N * C + N * kv + N * (C + 2 * kv)
     per_layer = N * (6 * C + 4 * F + nh + 2) + attention
     final = N * (3 * C + 1) + N * config.vocab_size + 2 * seq_len * config.head_dim
     return (config.n_layer * per_layer + final) * FP32 + 2 * N * INT64 + FP32  # + the scalar loss

@@ -48,10 +48,10 @@ def test_hand_worked_budget():
     budget = full_finetune_budget(config, batch=1, seq_len=2)
     assert budget.weights == budget.gradients == 4 * P
     assert budget.optimizer == 8 * P + 4 * 9  # two moments, and a step counter for each of 9 tensors
-    # activations, N = 2 tokens: per layer N * (10*8 + 4*16 + 4 heads + 2) = 300 numbers; after it
-    # ln_f 2 * (3*8 + 1) = 50, log-softmax 2 * 10 = 20, RoPE cos and sin 2 * 2 * 2 = 8; then the ids
-    # and targets (2 * 2 int64) and the scalar loss
-    assert budget.activations == (300 + 50 + 20 + 8) * 4 + 2 * 2 * 8 + 4
+    # activations, N = 2 tokens, kv = 2 heads * 2 = 4: per layer N * (9*8 + 3*4 + 4*16 + 4 heads + 2) = 308
+    # numbers; after it ln_f 2 * (3*8 + 1) = 50, log-softmax 2 * 10 = 20, RoPE cos and sin 2 * 2 * 2 = 8;
+    # then the ids and targets (2 * 2 int64) and the scalar loss
+    assert budget.activations == (308 + 50 + 20 + 8) * 4 + 2 * 2 * 8 + 4
     assert budget.logits_grad == 2 * 2 * 10 * 4
     model = GPT(config)
     x, y = batch(config, 1, 2)
