@@ -23,6 +23,7 @@ References: vLLM ``entrypoints/openai/api_server.py``, ``v1/engine/async_llm.py`
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import threading
 import time
@@ -288,8 +289,11 @@ def main(cfg: ServeConfig):
     server = Server(app, cfg.host, cfg.port, cfg.shutdown_timeout, log_level="info")
     kv = engine.num_blocks * engine.block_size
     print(f"kvcache.serve: {cfg.served_model_name} on {server.url} (KV pool {kv} tokens)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it shut down on
-        server.run()
+    # uvicorn shuts down on Ctrl-C / SIGTERM, then re-raises the signal for the handler it found: make that
+    # a no-op, so that the interrupt does not cut through the lifespan (a traceback) after a clean stop
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    server.run()
 
 
 def parse_args(argv=None) -> ServeConfig:
