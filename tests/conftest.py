@@ -113,6 +113,23 @@ def tiny_hf():
 
 
 @pytest.fixture(scope="session")
+def hf_greedy():
+    """``hf_greedy(hf, prompts, new) -> list[list[int]]``: HF ``generate``'s greedy continuation of each
+    prompt (a list of ids), one prompt at a time: the reference the engine tests compare tokens with."""
+
+    @torch.no_grad()
+    def run(hf, prompts, new):
+        refs = []
+        for p in prompts:
+            x = torch.tensor([p])
+            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False)
+            refs.append(out[0, len(p) :].tolist())
+        return refs
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def data_dir():
     """The course data root (``$LLM_COURSE_DATA``, default ``~/.cache/llm-course``)."""
     return data_root()

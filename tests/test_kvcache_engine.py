@@ -29,17 +29,10 @@ def prompts(seed=1, lens=(5, 17, 9, 33, 1, 12)):
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def case(request, tiny_hf):
+def case(request, tiny_hf, hf_greedy):
     hf = tiny_hf(request.param)  # vocab 97 (VOCAB), 64 positions
-    ours = from_hf(hf).eval()
     ps = prompts()
-    refs = []
-    with torch.no_grad():
-        for p in ps:
-            x = torch.tensor([p])
-            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW, do_sample=False)
-            refs.append(out[0, len(p) :].tolist())
-    return ours, ps, refs
+    return from_hf(hf).eval(), ps, hf_greedy(hf, ps, NEW)
 
 
 def engine_tokens(model, ps, **kw):

@@ -163,7 +163,7 @@ VOCAB, NEW = 97, 10
 GREEDY = SamplingParams(temperature=0.0, max_tokens=NEW)
 
 
-def hf_case(tiny_hf, family):
+def hf_case(tiny_hf, hf_greedy, family):
     """Our conversion of a tiny random HF model, 6 prompts (3 sharing a 9-token prefix: prefix-cache
     hits) and HF's greedy continuations."""
     hf = tiny_hf(family)
@@ -171,23 +171,17 @@ def hf_case(tiny_hf, family):
     system = torch.randint(0, VOCAB, (9,), generator=g).tolist()
     ps = [system + torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (3, 14, 1)]
     ps += [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (1, 23, 6)]
-    refs = []
-    with torch.no_grad():
-        for p in ps:
-            x = torch.tensor([p])
-            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW, do_sample=False)
-            refs.append(out[0, len(p) :].tolist())
-    return from_hf(hf).eval().to(DEV), ps, refs
+    return from_hf(hf).eval().to(DEV), ps, hf_greedy(hf, ps, NEW)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def case(request, tiny_hf):
-    return hf_case(tiny_hf, request.param)
+def case(request, tiny_hf, hf_greedy):
+    return hf_case(tiny_hf, hf_greedy, request.param)
 
 
 @pytest.fixture(scope="module")
-def llama(tiny_hf):
-    return hf_case(tiny_hf, "llama")  # GQA 6 -> 2 heads, RoPE
+def llama(tiny_hf, hf_greedy):
+    return hf_case(tiny_hf, hf_greedy, "llama")  # GQA 6 -> 2 heads, RoPE
 
 
 def test_no_near_ties_in_the_reference(case):

@@ -59,17 +59,10 @@ def repetitive_prompts(seed=3):
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def case(request, tiny_hf):
+def case(request, tiny_hf, hf_greedy):
     hf = tiny_hf(request.param)
-    model = from_hf(hf).eval()
     ps = repetitive_prompts()
-    refs = []
-    with torch.no_grad():
-        for p in ps:
-            x = torch.tensor([p])
-            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW, do_sample=False)
-            refs.append(out[0, len(p) :].tolist())
-    return model, ps, refs
+    return from_hf(hf).eval(), ps, hf_greedy(hf, ps, NEW)
 
 
 def run(model, ps, params, **kw):
