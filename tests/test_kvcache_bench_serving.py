@@ -14,16 +14,10 @@ import torch
 from kvcache import LLMEngine
 from kvcache.bench import run
 from kvcache.bench.load import Trace, arrival_times, summarize
-from kvcache.bench.serving import (
-    SYSTEMS,
-    ServingConfig,
-    dtype_batch,
-    engine_options,
-    load_model,
-    main,
-    parse_args,
-    table,
-)
+from kvcache.bench.sections import dtype_batch, table
+from kvcache.bench.serving import main, parse_args
+from kvcache.bench.serving_config import SYSTEMS, ServingConfig
+from kvcache.bench.systems import engine_options, load_model
 from kvcache.workloads import chat_workload
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,8 +3,9 @@
 Two benchmarks. ``synthetic.py`` (the default; its table and PNG in ``synthetic_report.py``) runs random
 GPTs of any ``gpt.sizes`` size: naive recompute, HF ``generate``, contiguous static batching and the
 paged engine on one mixed workload, KV memory, prefix caching, a batch sweep, the Triton kernel on
-CUDA. ``serving.py`` (``--model smollm2``; arrival-rate driving and metrics in ``load.py``, its report
-in ``serving_report.py``) serves SmolLM2 for real: HF, the engine in fp32 / INT8 / INT4 / prompt
+CUDA. ``serving.py`` (``--model smollm2``; its knobs in ``serving_config.py``, the systems in ``systems.py``,
+the sections in ``sections.py``, arrival-rate driving and metrics in ``load.py``, the report in
+``serving_report.py``) serves SmolLM2 for real: HF, the engine in fp32 / INT8 / INT4 / prompt
 lookup, llama.cpp and the OpenAI server, offline and at Poisson request rates, with sweeps.
 
 References: vLLM ``benchmarks/benchmark_throughput.py`` and ``benchmark_serving.py``; nano-vllm
