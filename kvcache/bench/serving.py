@@ -21,7 +21,7 @@ table (``--attention``, ``--cuda-graphs`` and ``--compile`` apply to every engin
 (engine >= 2x HF offline, engine at ``--batch`` concurrent requests above llama.cpp's single stream,
 prompt lookup >= 1.5x on copy-heavy prompts, KV waste < 4%) are reported, pass or fail.
 
-    python -m kvcache.bench --model smollm2                  # CPU, 2 threads: 15-20 minutes (estimated)
+    python -m kvcache.bench --model smollm2                  # CPU, 2 threads: about 11 minutes
     python -m kvcache.bench --model smollm2 --n-layer 2 --requests 4 --rate-requests 2 --threads 1   # smoke
     python -m kvcache.bench --model smollm2 --device cuda --dtype bf16 --extra-models gpt-124m --threads 16
 
