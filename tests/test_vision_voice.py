@@ -31,7 +31,7 @@ from vision.voice import ImageQuestion, run_pipeline
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MAX_NEW_TOKENS = 8
-SYSTEM = "You are a helpful assistant. Answer in one short sentence."
+SYSTEM = "Answer in French."  # changes SmolLM2's greedy answer, so a dropped system prompt shows
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,8 @@ def test_pipeline_reply_equals_the_model_called_directly(smollm2_generate):
     ]
     assert result.replies == direct
     assert all(r.strip() for r in direct), direct
+    without_system = smollm2_generate([{"role": "user", "content": question}])
+    assert direct[0] != without_system, "the system prompt had no effect: the check above would miss it"
     kinds = [type(f) for f in result.frames[1:]]  # after the StartFrame
     turn = [LLMFullResponseStartFrame, LLMTextFrame, LLMFullResponseEndFrame]
     assert kinds == turn + turn + [EndFrame]
