@@ -1,5 +1,29 @@
-"""vision: vision transformers and image-text models built from the gpt package.
+"""vision: a PaliGemma-style vision-language model from gpt's parts, matched to transformers (Week 8.1).
 
-Will teach how an image becomes a sequence of patch tokens and how a vision encoder feeds a language
-model. Filled by a later issue.
+Teaches how an image becomes a sequence of vectors a language model can read (late fusion): pixels are
+resized and normalised, cut into patches by a strided conv, mixed by a bidirectional transformer, mapped
+by one Linear into the decoder's width and put in place of the image placeholder tokens; the decoder
+then reads image and prompt with full attention and writes the answer causally (a prefix-LM).
+Every part is built from ``gpt`` (Block, attention with multi-query heads and the prefix-LM mask,
+RMSNorm, GeGLU, RoPE) and checked against transformers on small random configs.
+
+Reading order: ``processor.py`` (resize, rescale, normalise) -> ``siglip.py`` (the SigLIP vision tower)
+-> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``).
+
+References: Beyer et al. 2024, "PaliGemma: A versatile 3B VLM for transfer"; Zhai et al. 2023, "Sigmoid
+Loss for Language Image Pre-Training" (SigLIP); Dosovitskiy et al. 2021 (ViT); Gemma Team 2024; HF
+``transformers`` ``models/paligemma``, ``models/siglip``, ``models/gemma``.
 """
+
+from vision.paligemma import FullSequence, PaliGemma, PaliGemmaConfig
+from vision.processor import preprocess
+from vision.siglip import SiglipConfig, SiglipVisionTower
+
+__all__ = [
+    "FullSequence",
+    "PaliGemma",
+    "PaliGemmaConfig",
+    "SiglipConfig",
+    "SiglipVisionTower",
+    "preprocess",
+]
