@@ -151,6 +151,21 @@ def test_prompt_without_room_after_the_image(tiny):
         tiny.generate(pixels, ids, max_new_tokens=3)
 
 
+def test_token_types_must_be_prefix_then_suffix(tiny):
+    pixels, ids, types = _inputs(B=1, n_prefix=2, n_suffix=2, seed=0)
+    with pytest.raises(ValueError, match=r"0 .* then 1"):
+        tiny(pixels, ids, types.flip(1))
+    with pytest.raises(ValueError, match=r"shape of input_ids \(1, 8\)"):
+        tiny(pixels, ids, types[:, 1:])
+
+
+def test_from_hf_keeps_the_head_tied(tiny):
+    """from_hf builds on the meta device and materialises with to_empty(), which unties Parameters."""
+    lm = tiny.language_model
+    assert lm.lm_head.weight is lm.wte.weight
+    assert not any(p.is_meta for p in tiny.parameters())
+
+
 def test_image_tokens_must_come_first(tiny):
     pixels, ids, _ = _inputs(B=1, n_prefix=2, n_suffix=0, seed=0)
     with pytest.raises(ValueError, match="start with exactly 4 image tokens"):

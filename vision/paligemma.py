@@ -228,8 +228,11 @@ class PaliGemma(nn.Module):
         config = PaliGemmaConfig(vision=vision.config, text=text, image_token_id=hf_cfg.image_token_id)
         sd = hf_model.state_dict()
         ref = sd["model.language_model.embed_tokens.weight"]
-        model = cls(config).to(ref.device, ref.dtype)
-        model.vision_tower = vision
+        with torch.device("meta"):  # no random init: every parameter is overwritten below
+            model = cls(config)
+        model = model.to_empty(device=ref.device).to(ref.dtype)  # no buffers to rebuild
+        lm = model.language_model
+        lm.lm_head.weight = lm.wte.weight  # to_empty() made new Parameters: restore the tie
         ours = {f"language_model.{k}": v for k, v in _gemma_to_ours(sd, text).items()}
         ours["projector.weight"] = sd["model.multi_modal_projector.linear.weight"]
         ours["projector.bias"] = sd["model.multi_modal_projector.linear.bias"]

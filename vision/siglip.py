@@ -139,7 +139,9 @@ class SiglipVisionTower(nn.Module):
         sd = hf_model.state_dict()
         prefix = "" if prefix is None else prefix
         ref = sd[prefix + "embeddings.patch_embedding.weight"]
-        model = cls(config).to(ref.device, ref.dtype)
+        with torch.device("meta"):  # no random init: every parameter is overwritten below
+            model = cls(config)
+        model = model.to_empty(device=ref.device).to(ref.dtype)  # no buffers, no tied weights
         load_checked(model, _hf_to_ours(sd, config, prefix))
         return model.eval()
 
