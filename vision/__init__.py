@@ -8,7 +8,10 @@ Every part is built from ``gpt`` (Block, attention with multi-query heads and th
 RMSNorm, GeGLU, RoPE) and checked against transformers on small random configs.
 
 Reading order: ``processor.py`` (resize, rescale, normalise) -> ``siglip.py`` (the SigLIP vision tower)
--> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``).
+-> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``). Apart:
+``voice.py``, a Pipecat frame pipeline (source -> our model -> optional espeak-ng speech -> sink) that runs
+any ``generate(messages)`` callable; it needs the ``voice`` extra, so it is imported on its own:
+``from vision.voice import run_pipeline, ImageQuestion, ModelReply, EspeakTTS``.
 
 References: Beyer et al. 2024, "PaliGemma: A versatile 3B VLM for transfer"; Zhai et al. 2023, "Sigmoid
 Loss for Language Image Pre-Training" (SigLIP); Dosovitskiy et al. 2021 (ViT); Gemma Team 2024; HF
