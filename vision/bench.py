@@ -1,0 +1,266 @@
+"""Benchmark: forward and forward + backward tokens/s of vision.PaliGemma vs HF's, same weights and inputs.
+
+Teaches how to compare two implementations of one model honestly: HF's
+``PaliGemmaForConditionalGeneration`` is built from a small random config, ours is converted from it
+with ``PaliGemma.from_hf``, and both run in one process on the same images, prompts and token types
+(prefix-LM mask), same device and dtype. Before any timing the two models' logits are compared (max abs
+difference, printed and saved). Warmup calls are dropped, the two models alternate call by call (a noisy
+shared machine slows both alike), and the median is reported. Tokens are image + text positions. The
+training step's loss is the same cross-entropy on the suffix for both, computed outside the models.
+
+    python -m vision.bench                          # CPU, fp32, small config
+    python -m vision.bench --device cuda --dtype bf16 --batch 16
+
+Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/vision-bench-<device>-<dtype>``).
+The early-against-late fusion table is a separate measurement: ``"fusion"`` stays null until it exists.
+Reference for the methodology: nanoGPT ``bench.py``; ``gpt/bench.py`` here.
+"""
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gpt.flags import parse_dataclass
+from gpt.training.checkpoint import write_atomic
+from gpt.training.precision import DTYPES
+from vision.paligemma import PaliGemma
+
+RATIO_TARGET = 1.0  # ours / HF tokens per second, forward and forward + backward
+
+
+@dataclass
+class BenchConfig:
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
+    dtype: str = field(default="fp32", metadata={"choices": tuple(DTYPES)})
+    batch: int = 4
+    prefix: int = field(default=16, metadata={"help": "text prefix tokens after the image tokens"})
+    suffix: int = field(default=16, metadata={"help": "suffix (answer) tokens, causal"})
+    image_size: int = 32
+    patch: int = 8
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_width: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    head_dim: int = 32
+    vocab: int = 1024
+    warmup: int = 2
+    iters: int = 10
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: leave as is)"})
+    out: str | None = field(default=None, metadata={"help": "output folder (default runs/vision-bench-...)"})
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {tuple(DTYPES)}")
+        for name in ("batch", "prefix", "suffix", "image_size", "patch", "iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.warmup < 0:
+            raise ValueError(f"warmup={self.warmup}: must be at least 0")
+        if self.vocab < 3:
+            raise ValueError(f"vocab={self.vocab}: need at least 3 (pad, eos and the image token)")
+        if self.image_size % self.patch:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of patch={self.patch}")
+        for width, heads in (("vision_width", "vision_heads"), ("text_width", "text_heads")):
+            if getattr(self, width) % getattr(self, heads):
+                raise ValueError(
+                    f"{width}={getattr(self, width)} must be divisible by {heads}={getattr(self, heads)}"
+                )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads={self.threads}: use a positive count or none")
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch) ** 2
+
+
+def make_pair(cfg: BenchConfig):
+    """(ours, HF): HF's PaliGemma from a random config, ours converted from it (same weights)."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+
+    vision = dict(
+        hidden_size=cfg.vision_width, intermediate_size=4 * cfg.vision_width,
+        num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size, patch_size=cfg.patch, projection_dim=cfg.text_width,
+    )  # fmt: skip
+    text = dict(
+        hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width, num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads, num_key_value_heads=1, head_dim=cfg.head_dim,
+        vocab_size=cfg.vocab, max_position_embeddings=cfg.image_tokens + cfg.prefix + cfg.suffix,
+        eos_token_id=1, pad_token_id=0,
+    )  # fmt: skip
+    config = PaliGemmaConfig(
+        vision_config=vision, text_config=text, image_token_id=cfg.vocab - 1, projection_dim=cfg.text_width
+    )
+    torch.manual_seed(cfg.seed)
+    hf = PaliGemmaForConditionalGeneration(config).eval()
+    with torch.no_grad():  # HF starts Gemma's norm weights at 0 (gain 1): make the (1 + w) visible
+        for name, p in hf.named_parameters():
+            if "norm" in name and "language_model" in name:
+                p.normal_(0.0, 0.3)
+    hf.config.use_cache = False
+    return PaliGemma.from_hf(hf), hf
+
+
+def make_inputs(cfg: BenchConfig, device: torch.device, dtype: torch.dtype):
+    """pixels (B, 3, H, W), input_ids (B, T) (image tokens first), token_type_ids (B, T), targets (B, T)."""
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    B, N, image_id = cfg.batch, cfg.image_tokens, cfg.vocab - 1
+    pixels = torch.randn(B, 3, cfg.image_size, cfg.image_size, generator=g)
+    text = torch.randint(2, image_id, (B, cfg.prefix + cfg.suffix + 1), generator=g)
+    ids = torch.cat([torch.full((B, N), image_id), text[:, :-1]], dim=1)  # (B, T)
+    types = torch.cat([torch.zeros(B, N + cfg.prefix), torch.ones(B, cfg.suffix)], dim=1).long()
+    targets = torch.full_like(ids, -100)
+    targets[:, N + cfg.prefix :] = text[:, cfg.prefix + 1 :]  # next suffix token; prefix/image not scored
+    return pixels.to(device, dtype), ids.to(device), types.to(device), targets.to(device)
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternating(fns: dict, cfg: BenchConfig, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function, the functions taking turns every iteration."""
+    for _ in range(cfg.warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(cfg.iters):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main(cfg: BenchConfig) -> dict:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+    ours, hf = make_pair(cfg)
+    ours, hf = ours.to(device, dtype), hf.to(device, dtype)
+    pixels, ids, types, targets = make_inputs(cfg, device, dtype)
+
+    with torch.no_grad():  # the two must compute the same function before their speeds mean anything
+        want = hf(pixel_values=pixels, input_ids=ids, token_type_ids=types).logits.float()
+        got = ours(pixels, ids, types).float()
+    logits_check = {
+        "max_abs_diff": (got - want).abs().max().item(),
+        "max_abs_logit": want.abs().max().item(),
+        "shape": list(got.shape),
+    }
+
+    def loss_of(logits):
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def fwd_ours():
+        ours(pixels, ids, types)
+
+    @torch.no_grad()
+    def fwd_hf():
+        hf(pixel_values=pixels, input_ids=ids, token_type_ids=types)
+
+    def train_ours():
+        ours.zero_grad(set_to_none=True)
+        loss_of(ours(pixels, ids, types)).backward()
+
+    def train_hf():
+        hf.zero_grad(set_to_none=True)
+        loss_of(hf(pixel_values=pixels, input_ids=ids, token_type_ids=types).logits).backward()
+
+    tokens = ids.numel()
+    rows = []
+    for mode, fns in (("forward", (fwd_ours, fwd_hf)), ("forward+backward", (train_ours, train_hf))):
+        ours.train(mode != "forward"), hf.train(mode != "forward")
+        med = time_alternating(dict(zip(("ours", "hf"), fns, strict=True)), cfg, device)
+        ratio = med["hf"] / med["ours"]
+        rows.append(
+            dict(
+                mode=mode,
+                ours_tok_s=tokens / med["ours"],
+                hf_tok_s=tokens / med["hf"],
+                ratio=ratio,
+                target=RATIO_TARGET,
+                passed=ratio >= RATIO_TARGET,
+            )
+        )
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    env = dict(
+        device_name=name,
+        dtype=cfg.dtype,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        params_M=round(sum(p.numel() for p in ours.parameters()) / 1e6, 3),
+        image_tokens=cfg.image_tokens,
+        text_tokens=cfg.prefix + cfg.suffix,
+        tokens_per_batch=tokens,
+    )
+    print(
+        f"device={name} ({env['threads']} threads) dtype={cfg.dtype} torch={torch.__version__} "
+        f"params={env['params_M']}M batch={cfg.batch} tokens/sample={cfg.image_tokens}+{env['text_tokens']} "
+        f"iters={cfg.iters} (median)"
+    )
+    print(f"logits vs HF: max |ours - HF| = {logits_check['max_abs_diff']:.3g} "
+          f"(max |logit| {logits_check['max_abs_logit']:.3g})")  # fmt: skip
+    print(f"{'mode':<18}{'ours tok/s':>12}{'HF tok/s':>12}{'ours/HF':>9}  target >= {RATIO_TARGET:.1f}x")
+    for r in rows:
+        verdict = "pass" if r["passed"] else "FAIL"
+        print(
+            f"{r['mode']:<18}{r['ours_tok_s']:>12,.0f}{r['hf_tok_s']:>12,.0f}{r['ratio']:>8.2f}x  {verdict}"
+        )
+    print("fusion (early vs late): not measured yet")
+
+    result = {
+        "config": asdict(cfg),
+        "env": env,
+        "logits_check": logits_check,
+        "rows": rows,
+        "fusion": None,
+        "fusion_note": "not measured yet: the early-vs-late fusion comparison on vision.shapes comes later",
+    }
+    out = Path(cfg.out or f"runs/vision-bench-{cfg.device.replace(':', '')}-{cfg.dtype}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "bench.json", json.dumps(result, indent=2).encode())
+    write_atomic(out / "bench.png", _plot(rows, env))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return result
+
+
+def _plot(rows, env) -> bytes:
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
+
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["ours_tok_s"] for r in rows], width=0.4, label="ours (vision.PaliGemma)")
+    ax.bar([x + 0.2 for x in xs], [r["hf_tok_s"] for r in rows], width=0.4, label="HF transformers")
+    ax.set_xticks(list(xs), [f"{r['mode']}\n{r['ratio']:.2f}x" for r in rows])
+    ax.set_ylabel("tokens / s (image + text)")
+    ax.set_title(f"PaliGemma, {env['device_name']} ({env['threads']} threads), {env['dtype']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+def parse_args(argv=None) -> BenchConfig:
+    return parse_dataclass(BenchConfig, argv, description=__doc__.split("\n\n")[0])
+
+
+if __name__ == "__main__":
+    main(parse_args())
