@@ -8,7 +8,9 @@ Every part is built from ``gpt`` (Block, attention with multi-query heads and th
 RMSNorm, GeGLU, RoPE) and checked against transformers on small random configs.
 
 Reading order: ``processor.py`` (resize, rescale, normalise) -> ``siglip.py`` (the SigLIP vision tower)
--> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``). Apart:
+-> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``);
+``shapes.py`` (a synthetic captioning / question task and its ``Vocab``, for comparing fusion strategies);
+``bench.py`` (``python -m vision.bench``: our PaliGemma against transformers' in tokens/s). Apart:
 ``voice.py``, a Pipecat frame pipeline (source -> our model -> optional espeak-ng speech -> sink) that runs
 any ``generate(messages)`` callable; it needs the ``voice`` extra, so it is imported on its own:
 ``from vision.voice import run_pipeline, ImageQuestion, ModelReply, EspeakTTS``.
@@ -20,13 +22,17 @@ Loss for Language Image Pre-Training" (SigLIP); Dosovitskiy et al. 2021 (ViT); G
 
 from vision.paligemma import FullSequence, PaliGemma, PaliGemmaConfig
 from vision.processor import preprocess
+from vision.shapes import Sample, Vocab, make_split
 from vision.siglip import SiglipConfig, SiglipVisionTower
 
 __all__ = [
     "FullSequence",
     "PaliGemma",
     "PaliGemmaConfig",
+    "Sample",
     "SiglipConfig",
     "SiglipVisionTower",
+    "Vocab",
+    "make_split",
     "preprocess",
 ]
