@@ -9,7 +9,9 @@ RMSNorm, GeGLU, RoPE) and checked against transformers on small random configs.
 
 Reading order: ``processor.py`` (resize, rescale, normalise) -> ``siglip.py`` (the SigLIP vision tower)
 -> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``);
-``shapes.py`` (a synthetic captioning / question task and its ``Vocab``, for comparing fusion strategies);
+``shapes.py`` (a synthetic captioning / question task and its ``Vocab``, for comparing fusion strategies),
+``fusion_models.py`` (late fusion, PaliGemma-style, against early fusion, Fuyu-style, at one parameter
+budget) and ``fusion.py`` (their training loop and ``python -m vision.fusion``);
 ``bench.py`` (``python -m vision.bench``: our PaliGemma against transformers' in tokens/s). Apart:
 ``voice.py``, a Pipecat frame pipeline (source -> our model -> optional espeak-ng speech -> sink) that runs
 any ``generate(messages)`` callable; it needs the ``voice`` extra, so it is imported on its own:
@@ -20,19 +22,27 @@ Loss for Language Image Pre-Training" (SigLIP); Dosovitskiy et al. 2021 (ViT); G
 ``transformers`` ``models/paligemma``, ``models/siglip``, ``models/gemma``.
 """
 
+from vision.fusion import train
+from vision.fusion_models import EarlyFusion, FusionConfig, LateFusion, attention_maps, param_counts
 from vision.paligemma import FullSequence, PaliGemma, PaliGemmaConfig
 from vision.processor import preprocess
 from vision.shapes import Sample, Vocab, make_split
 from vision.siglip import SiglipConfig, SiglipVisionTower
 
 __all__ = [
+    "EarlyFusion",
     "FullSequence",
+    "FusionConfig",
+    "LateFusion",
     "PaliGemma",
     "PaliGemmaConfig",
     "Sample",
     "SiglipConfig",
     "SiglipVisionTower",
     "Vocab",
+    "attention_maps",
     "make_split",
+    "param_counts",
     "preprocess",
+    "train",
 ]
