@@ -11,7 +11,7 @@ Reading order: ``processor.py`` (resize, rescale, normalise) -> ``siglip.py`` (t
 -> ``paligemma.py`` (projector, Gemma decoder, prefix-LM mask, ``from_hf``, greedy ``generate``);
 ``shapes.py`` (a synthetic captioning / question task and its ``Vocab``, for comparing fusion strategies),
 ``fusion_models.py`` (late fusion, PaliGemma-style, against early fusion, Fuyu-style, at one parameter
-budget) and ``fusion.py`` (their training loop and ``python -m vision.fusion``);
+budget) and ``fusion.py`` (their training loop, ``python -m vision.fusion``; imported on its own);
 ``bench.py`` (``python -m vision.bench``: our PaliGemma against transformers' in tokens/s). Apart:
 ``voice.py``, a Pipecat frame pipeline (source -> our model -> optional espeak-ng speech -> sink) that runs
 any ``generate(messages)`` callable; it needs the ``voice`` extra, so it is imported on its own:
@@ -22,7 +22,6 @@ Loss for Language Image Pre-Training" (SigLIP); Dosovitskiy et al. 2021 (ViT); G
 ``transformers`` ``models/paligemma``, ``models/siglip``, ``models/gemma``.
 """
 
-from vision.fusion import train
 from vision.fusion_models import EarlyFusion, FusionConfig, LateFusion, attention_maps, param_counts
 from vision.paligemma import FullSequence, PaliGemma, PaliGemmaConfig
 from vision.processor import preprocess
@@ -44,5 +43,4 @@ __all__ = [
     "make_split",
     "param_counts",
     "preprocess",
-    "train",
 ]
