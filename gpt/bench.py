@@ -192,19 +192,26 @@ def main(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
-def _plot(rows, cfg, device_name, path):
+def ours_vs_hf_figure(rows: list[dict], label_key: str, ours: str, ylabel: str, title: str):
+    """Bars of ``ours_tok_s`` against ``hf_tok_s`` per row, each labelled ``row[label_key]`` and its ratio."""
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     fig = Figure(figsize=(5, 3.2))
     ax = fig.subplots()
     xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["ours_tok_s"] for r in rows], width=0.4, label="ours (gpt.GPT)")
+    ax.bar([x - 0.2 for x in xs], [r["ours_tok_s"] for r in rows], width=0.4, label=ours)
     ax.bar([x + 0.2 for x in xs], [r["hf_tok_s"] for r in rows], width=0.4, label="HF transformers")
-    ax.set_xticks(list(xs), [f"{r['family']}\n{r['ratio']:.2f}x" for r in rows])
-    ax.set_ylabel("train tokens / s (fwd + bwd)")
-    ax.set_title(f"{device_name}, {cfg.dtype}, {cfg.size}{', compiled' if cfg.compile else ''}", fontsize=9)
+    ax.set_xticks(list(xs), [f"{r[label_key]}\n{r['ratio']:.2f}x" for r in rows])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def _plot(rows, cfg, device_name, path):
+    title = f"{device_name}, {cfg.dtype}, {cfg.size}{', compiled' if cfg.compile else ''}"
+    fig = ours_vs_hf_figure(rows, "family", "ours (gpt.GPT)", "train tokens / s (fwd + bwd)", title)
     fig.savefig(path, dpi=120)
 
 

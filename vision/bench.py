@@ -241,18 +241,10 @@ def main(cfg: BenchConfig) -> dict:
 def _plot(rows, env) -> bytes:
     import io
 
-    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
+    from gpt.bench import ours_vs_hf_figure
 
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.subplots()
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["ours_tok_s"] for r in rows], width=0.4, label="ours (vision.PaliGemma)")
-    ax.bar([x + 0.2 for x in xs], [r["hf_tok_s"] for r in rows], width=0.4, label="HF transformers")
-    ax.set_xticks(list(xs), [f"{r['mode']}\n{r['ratio']:.2f}x" for r in rows])
-    ax.set_ylabel("tokens / s (image + text)")
-    ax.set_title(f"PaliGemma, {env['device_name']} ({env['threads']} threads), {env['dtype']}", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    title = f"PaliGemma, {env['device_name']} ({env['threads']} threads), {env['dtype']}"
+    fig = ours_vs_hf_figure(rows, "mode", "ours (vision.PaliGemma)", "tokens / s (image + text)", title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
