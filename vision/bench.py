@@ -18,13 +18,13 @@ Reference for the methodology: nanoGPT ``bench.py``; ``gpt/bench.py`` here.
 
 import json
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from gpt.bench import ours_vs_hf_figure, time_pair
 from gpt.flags import parse_dataclass
 from gpt.training.checkpoint import write_atomic
 from gpt.training.precision import DTYPES
@@ -122,27 +122,6 @@ def make_inputs(cfg: BenchConfig, device: torch.device, dtype: torch.dtype):
     return pixels.to(device, dtype), ids.to(device), types.to(device), targets.to(device)
 
 
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_alternating(fns: dict, cfg: BenchConfig, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, the functions taking turns every iteration."""
-    for _ in range(cfg.warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(cfg.iters):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def main(cfg: BenchConfig) -> dict:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -183,7 +162,8 @@ def main(cfg: BenchConfig) -> dict:
     rows = []
     for mode, fns in (("forward", (fwd_ours, fwd_hf)), ("forward+backward", (train_ours, train_hf))):
         ours.train(mode != "forward"), hf.train(mode != "forward")
-        med = time_alternating(dict(zip(("ours", "hf"), fns, strict=True)), cfg, device)
+        times = time_pair(dict(zip(("ours", "hf"), fns, strict=True)), cfg, device)  # alternating turns
+        med = {name: statistics.median(ts) for name, ts in times.items()}
         ratio = med["hf"] / med["ours"]
         rows.append(
             dict(
@@ -240,8 +220,6 @@ def main(cfg: BenchConfig) -> dict:
 
 def _plot(rows, env) -> bytes:
     import io
-
-    from gpt.bench import ours_vs_hf_figure
 
     title = f"PaliGemma, {env['device_name']} ({env['threads']} threads), {env['dtype']}"
     fig = ours_vs_hf_figure(rows, "mode", "ours (vision.PaliGemma)", "tokens / s (image + text)", title)
