@@ -24,6 +24,7 @@ tests load the same weights into.
 from gpt.attention import (
     CacheStep,
     CausalSelfAttention,
+    FullSequence,
     KVCache,
     causal_mask,
     padding_mask,
@@ -39,6 +40,7 @@ __all__ = [
     "Block",
     "CacheStep",
     "CausalSelfAttention",
+    "FullSequence",
     "GPTConfig",
     "KVCache",
     "causal_mask",

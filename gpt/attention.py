@@ -149,6 +149,22 @@ class KVCache(Protocol):
     def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+class FullSequence:
+    """A :class:`KVCache` that keeps nothing: for one forward call over whole sequences it hands the
+    layers ``positions`` (B, T) and a boolean ``attn_mask`` (B, 1, T, T) of the caller's choosing (a
+    prefix-LM mask, a block-diagonal mask over packed sequences), and returns keys as given."""
+
+    def __init__(self, positions: Tensor, attn_mask: Tensor):
+        self.positions, self.attn_mask = positions, attn_mask
+
+    def begin(self, T: int) -> CacheStep:
+        assert self.positions.size(1) == T, f"FullSequence built for {self.positions.size(1)} tokens, got {T}"
+        return CacheStep(self.positions, self.attn_mask)
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return k, v
+
+
 # ---------------------------------------------------------------------------------------------------
 # Multi-head attention with grouped-query support.
 

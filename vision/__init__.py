@@ -12,7 +12,9 @@ Reading order: ``processor.py`` (resize, rescale, normalise) -> ``siglip.py`` (t
 ``shapes.py`` (a synthetic captioning / question task and its ``Vocab``, for comparing fusion strategies),
 ``fusion_models.py`` (late fusion, PaliGemma-style, against early fusion, Fuyu-style, at one parameter
 budget) and ``fusion.py`` (their training loop, ``python -m vision.fusion``; imported on its own);
-``bench.py`` (``python -m vision.bench``: our PaliGemma against transformers' in tokens/s). Apart:
+``figures.py`` (the pictures: fusion diagram, prefix-LM mask, shapes, the comparison, attention maps);
+``bench.py`` (``python -m vision.bench``: our PaliGemma against transformers' in tokens/s, and the fusion
+table). Apart:
 ``voice.py``, a Pipecat frame pipeline (source -> our model -> optional espeak-ng speech -> sink) that runs
 any ``generate(messages)`` callable; it needs the ``voice`` extra, so it is imported on its own:
 ``from vision.voice import run_pipeline, ImageQuestion, ModelReply, EspeakTTS``.
@@ -23,14 +25,13 @@ Loss for Language Image Pre-Training" (SigLIP); Dosovitskiy et al. 2021 (ViT); G
 """
 
 from vision.fusion_models import EarlyFusion, FusionConfig, LateFusion, attention_maps, param_counts
-from vision.paligemma import FullSequence, PaliGemma, PaliGemmaConfig
+from vision.paligemma import PaliGemma, PaliGemmaConfig
 from vision.processor import preprocess
 from vision.shapes import Sample, Vocab, make_split
 from vision.siglip import SiglipConfig, SiglipVisionTower
 
 __all__ = [
     "EarlyFusion",
-    "FullSequence",
     "FusionConfig",
     "LateFusion",
     "PaliGemma",

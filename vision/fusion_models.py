@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt import GPT, GPTConfig, prefix_lm_mask
+from gpt import GPT, FullSequence, GPTConfig, prefix_lm_mask
 from gpt.model import IGNORE_INDEX
 from gpt.positions import apply_rope
-from vision.paligemma import FullSequence
 from vision.siglip import SiglipConfig, SiglipVisionTower
 
 
@@ -35,7 +34,7 @@ class FusionConfig:
 
     vocab_size: int
     image_size: int = 32
-    patch_size: int = 4
+    patch_size: int = 8  # 16 image tokens: each shape spans 1-4 patches
     n_embd: int = 64
     n_head: int = 4
     n_vision_layer: int = 2  # late: the tower's blocks; early: the first blocks of the one transformer

@@ -13,7 +13,7 @@ Unlike a new decoder, this one is :class:`gpt.GPT` (Llama flavour with ``activat
   weight, which in fp32 is the same product (bf16 would round ``1 + w`` once more than HF does);
 - the sqrt(d) scale multiplies the token embeddings before they enter ``GPT.forward(inputs_embeds=...)``;
   image features are placed after the scaling, unscaled, as HF does;
-- the mask and HF's 1-based positions reach the attention layers through :class:`FullSequence`, a
+- the mask and HF's 1-based positions reach the attention layers through :class:`gpt.FullSequence`, a
   :class:`gpt.KVCache` that stores nothing and only describes one whole-sequence forward call.
 
 Reference: HF ``transformers`` ``models/paligemma/modeling_paligemma.py`` and
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from gpt import GPT, CacheStep, GPTConfig, causal_mask, prefix_lm_mask
+from gpt import GPT, FullSequence, GPTConfig, causal_mask, prefix_lm_mask
 from gpt.state_dict import load_checked
 from vision.siglip import SiglipConfig, SiglipVisionTower
 
@@ -50,21 +50,6 @@ class PaliGemmaConfig:
                 "PaliGemma's decoder is Gemma-style: pos='rope', norm='rmsnorm', activation='geglu'"
             )
         self.num_image_tokens = self.vision.num_patches
-
-
-class FullSequence:
-    """A :class:`gpt.KVCache` that keeps nothing: for one forward call over whole sequences it hands the
-    layers ``positions`` (B, T) and a boolean ``attn_mask`` (B, 1, T, T), and returns keys as given."""
-
-    def __init__(self, positions: Tensor, attn_mask: Tensor):
-        self.positions, self.attn_mask = positions, attn_mask
-
-    def begin(self, T: int) -> CacheStep:
-        assert self.positions.size(1) == T, f"FullSequence built for {self.positions.size(1)} tokens, got {T}"
-        return CacheStep(self.positions, self.attn_mask)
-
-    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return k, v
 
 
 class PaliGemma(nn.Module):
