@@ -13,6 +13,7 @@ from vision.shapes import (
     caption,
     make_split,
     questions,
+    radii,
     render,
 )
 
@@ -54,6 +55,22 @@ def test_render_by_hand():
     assert tuple(img[0, 0]) == tuple(img[31, 31]) == (0, 0, 0)
     coloured = sum(1 for y in range(32) for x in range(32) if img[y, x].any())
     assert coloured == 29 + 25 + (1 + 1 + 3 + 3 + 5 + 5 + 7 + 7 + 9)  # circle r=3 has 29 pixels
+
+
+def test_small_shapes_are_told_apart():
+    """At 32 px the small radius is 3: a triangle's rows are 1, 1, 3, 3, 5, 5, 7 px wide, a circle's
+    1, 5, 5, 7, 5, 5, 1 (at radius 2 both would cover 13 pixels)."""
+    assert radii(32) == {"small": 3, "large": 5}
+    r = radii(32)["small"]
+    widths = {}
+    for shape in SHAPES:
+        img = render((Obj(shape, "green", r, 10, 10),), 32)
+        widths[shape] = [int(img[y].any(-1).sum()) for y in range(10 - r, 10 + r + 1)]
+    assert widths == {
+        "circle": [1, 5, 5, 7, 5, 5, 1],
+        "square": [7] * 7,
+        "triangle": [1, 1, 3, 3, 5, 5, 7],
+    }
 
 
 def test_text_by_hand():
