@@ -1,13 +1,25 @@
 """Late and early fusion: equal sizes, answer-only loss, the prefix-LM mask, greedy decoding, overfitting,
 attention maps, padding and bad input (vision/fusion_models.py, vision/fusion.py)."""
 
+import itertools
 import json
+import math
+from dataclasses import fields
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vision.fusion import TrainConfig, encode_batch, evaluate, images_tensor, main, train
+from vision.fusion import (
+    TrainConfig,
+    encode_batch,
+    evaluate,
+    images_tensor,
+    learning_rate,
+    load_trained,
+    main,
+    train,
+)
 from vision.fusion_models import EarlyFusion, FusionConfig, LateFusion, attention_maps, param_counts
 from vision.shapes import Vocab, make_split
 
@@ -61,7 +73,8 @@ def test_equal_parameter_counts_and_budget():
 
 def _defaults() -> dict:
     """FusionConfig's defaults (for_budget only changes n_embd)."""
-    return dict(image_size=32, patch_size=4, n_head=4, n_vision_layer=2, n_text_layer=2)
+    names = ("image_size", "patch_size", "n_head", "n_vision_layer", "n_text_layer")
+    return {f.name: f.default for f in fields(FusionConfig) if f.name in names}
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -143,7 +156,10 @@ def test_generate_matches_teacher_forcing(cls, samples):
 def test_overfits_eight_captions(cls, samples):
     torch.manual_seed(0)
     model = cls(tiny())
-    cfg = TrainConfig(minutes=1, max_steps=120, batch_size=8, lr=3e-3, caption_fraction=1.0, eval_every=1e9)
+    cfg = TrainConfig(  # a constant rate (no warmup, no decay): overfitting, not the schedule, is tested
+        minutes=1, max_steps=120, warmup_steps=0, min_lr_ratio=1.0, batch_size=8, lr=3e-3,
+        caption_fraction=1.0, eval_every=1e9,
+    )  # fmt: skip
     before = evaluate(model, samples, VOCAB)
     result = train(model, cfg, samples=samples, eval_samples=samples)
     assert before["caption"] < 1.0
@@ -201,6 +217,55 @@ def test_main_writes_result(tmp_path, monkeypatch):
         "spatial",
     }
     assert saved["param_counts"]["early"] == saved["params"]
+    # the saved weights load back (weights_only) into the same function
+    model, again = load_trained("early", tmp_path)
+    assert again == saved and not model.training
+    assert model.config == FusionConfig.for_budget(30_000, vocab_size=len(VOCAB))
+    with pytest.raises(FileNotFoundError, match=r"python -m vision\.fusion --model late"):
+        load_trained("late", tmp_path)
+    with pytest.raises(ValueError, match="choose one of"):
+        load_trained("middle", tmp_path)
+
+
+def test_saved_weights_reproduce_the_trained_model(tmp_path):
+    cfg = TrainConfig(minutes=1, max_steps=2, batch_size=4, n_eval=2, eval_every=1e9, threads=1)
+    main("late", cfg, budget=30_000, out_dir=tmp_path)
+    torch.set_num_threads(1)
+    model, _ = load_trained("late", tmp_path)
+    state = torch.load(tmp_path / "vision-fusion-late" / "model.pt", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert any(not torch.equal(v, LateFusion(model.config).state_dict()[k]) for k, v in state.items())
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-4)  # warmup: (step + 1) / warmup_steps
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 10, 0.0) == pytest.approx(1e-3)  # the cosine starts at the peak
+    mid = 1e-4 + 0.5 * (1 + math.cos(math.pi * 0.5)) * (1e-3 - 1e-4)
+    assert learning_rate(cfg, 500, 0.5) == pytest.approx(mid)
+    assert learning_rate(cfg, 900, 1.0) == pytest.approx(1e-4) == learning_rate(cfg, 900, 1.7)
+    lrs = [learning_rate(cfg, 20, p / 10) for p in range(11)]
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        TrainConfig(min_lr_ratio=1.5)
+
+
+def test_train_follows_the_schedule(monkeypatch):
+    torch.manual_seed(0)
+    cfg = TrainConfig(minutes=10, max_steps=6, batch_size=2, warmup_steps=2, eval_every=1e9, n_eval=1)
+    model = LateFusion(tiny())
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(opt, *a, **k):
+        seen.append(opt.param_groups[0]["lr"])
+        return real_step(opt, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    train(model, cfg, eval_samples=make_split("test", 1, seed=0, image_size=24))
+    want = [learning_rate(cfg, s, s / 6) for s in range(6)]  # steps bound progress: 10 minutes never pass
+    assert seen[:2] == want[:2] and seen[2:] == pytest.approx(want[2:], rel=1e-3)
 
 
 def test_periodic_evaluation(samples):

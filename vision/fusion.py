@@ -5,13 +5,15 @@ same seeded batches (captions and questions mixed, drawn fresh from ``vision.sha
 same optimiser and the same wall-clock budget. Every ``eval_every`` seconds the held-out test split is
 decoded greedily: exact-match caption accuracy, and accuracy per question type (counting, colour,
 spatial). The result (curve, final scores, steps, tokens per image, parameters) goes to
-``runs/vision-fusion-<model>/result.json``, written atomically.
+``runs/vision-fusion-<model>/result.json`` and the weights to ``model.pt`` beside it, both written
+atomically (:func:`load_trained` reads them back).
 """
 
 import argparse
+import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,14 @@ import torch
 from tqdm.auto import tqdm
 
 from gpt.training.checkpoint import write_atomic
+from gpt.training.schedule import lr_at
 from vision.fusion_models import EarlyFusion, FusionConfig, FusionModel, LateFusion, param_counts
 from vision.shapes import Sample, Vocab, make_split
 
+_COSINE_STEPS = 1_000_000
 QUESTION_TYPES = ("counting", "colour", "spatial")
 MODELS = {"late": LateFusion, "early": EarlyFusion}
+BUDGET = 400_000  # parameters per model; FusionConfig.for_budget fits the width
 
 
 @dataclass
@@ -32,8 +37,10 @@ class TrainConfig:
 
     minutes: float = 15.0
     max_steps: int = 0
-    batch_size: int = 32
-    lr: float = 2e-3
+    batch_size: int = 64
+    lr: float = 3e-3  # peak: linear warmup, then a cosine over the budget down to lr * min_lr_ratio
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     caption_fraction: float = 0.5  # the rest of each batch asks one of the sample's questions
     eval_every: float = 60.0  # seconds between held-out evaluations
@@ -42,8 +49,10 @@ class TrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        if self.minutes <= 0 or self.batch_size < 1 or self.lr <= 0 or self.n_eval < 1 or self.max_steps < 0:
-            raise ValueError("minutes, batch_size, lr and n_eval must be positive and max_steps >= 0")
+        if self.minutes <= 0 or self.batch_size < 1 or self.lr <= 0 or self.n_eval < 1:
+            raise ValueError("minutes, batch_size, lr and n_eval must be positive")
+        if self.max_steps < 0 or self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("max_steps and warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if not 0.0 <= self.caption_fraction <= 1.0:
             raise ValueError(f"caption_fraction={self.caption_fraction} must lie in [0, 1]")
 
@@ -94,6 +103,18 @@ def evaluate(model: FusionModel, samples: list[Sample], vocab: Vocab, batch_size
     return {k: float(np.mean(v)) if v else None for k, v in hits.items()}
 
 
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Warmup over ``cfg.warmup_steps`` steps, then a cosine over the budget's ``progress`` (0 -> 1: the
+    larger of the wall-clock and the step fraction), so that a time-bounded run still ends cooled down."""
+    lo = cfg.lr * cfg.min_lr_ratio
+    if step < cfg.warmup_steps:
+        return lr_at(
+            step, max_lr=cfg.lr, min_lr=lo, warmup_steps=cfg.warmup_steps, decay_steps=cfg.warmup_steps
+        )
+    virtual = round(min(max(progress, 0.0), 1.0) * _COSINE_STEPS)  # progress as a step of a fixed cosine
+    return lr_at(virtual, max_lr=cfg.lr, min_lr=lo, warmup_steps=0, decay_steps=_COSINE_STEPS)
+
+
 def train(
     model: FusionModel, cfg: TrainConfig, samples: list[Sample] | None = None, eval_samples=None
 ) -> dict:
@@ -122,6 +143,11 @@ def train(
         else:
             batch = [samples[i] for i in rng.choice(len(samples), min(cfg.batch_size, len(samples)), False)]
         prefix, target = encode_batch(vocab, *tasks(batch, rng, cfg.caption_fraction))
+        progress = (time.perf_counter() - start - eval_seconds) / budget
+        if cfg.max_steps:
+            progress = max(progress, step / cfg.max_steps)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step, progress)
         loss = model(images_tensor(batch), prefix, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -155,7 +181,9 @@ def train(
     }
 
 
-def main(model_name: str, cfg: TrainConfig, budget: int, out_dir: Path) -> dict:
+def main(model_name: str, cfg: TrainConfig, budget: int = BUDGET, out_dir: Path = Path("runs")) -> dict:
+    """Build ``model_name`` at ``budget`` parameters, train it, write the result (returned too) to
+    ``<out_dir>/vision-fusion-<model>/result.json``."""
     torch.set_num_threads(cfg.threads)
     fcfg = FusionConfig.for_budget(budget, vocab_size=len(Vocab()))
     torch.manual_seed(cfg.seed)
@@ -163,23 +191,46 @@ def main(model_name: str, cfg: TrainConfig, budget: int, out_dir: Path) -> dict:
     result = train(model, cfg)
     result |= {"fusion_config": asdict(fcfg), "param_counts": param_counts(fcfg), "threads": cfg.threads}
     result |= {"torch": torch.__version__, "device": "cpu"}
-    path = write_atomic(out_dir / f"vision-fusion-{model_name}" / "result.json", json.dumps(result).encode())
+    folder = out_dir / f"vision-fusion-{model_name}"
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    write_atomic(folder / "model.pt", buf.getvalue())
+    path = write_atomic(folder / "result.json", json.dumps(result).encode())
     print(f"{model_name}: {result['final']} after {result['steps']} steps -> {path}")
     return result
+
+
+def load_trained(model_name: str, out_dir: Path = Path("runs")) -> tuple[FusionModel, dict]:
+    """(model in eval mode, its result dict), as :func:`main` left them in
+    ``<out_dir>/vision-fusion-<model>``; the weights load with ``weights_only=True``."""
+    if model_name not in MODELS:
+        raise ValueError(f"model_name={model_name!r}; choose one of {sorted(MODELS)}")
+    folder = Path(out_dir) / f"vision-fusion-{model_name}"
+    if not (folder / "result.json").exists() or not (folder / "model.pt").exists():
+        raise FileNotFoundError(
+            f"{folder} has no result.json and model.pt: python -m vision.fusion --model {model_name}"
+        )
+    result = json.loads((folder / "result.json").read_text())
+    derived = {f.name for f in fields(FusionConfig) if not f.init}
+    model = MODELS[model_name](
+        FusionConfig(**{k: v for k, v in result["fusion_config"].items() if k not in derived})
+    )
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    return model.eval(), result
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=sorted(MODELS), required=True)
-    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--minutes", type=float, default=TrainConfig.minutes)
     p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--eval-every", type=float, default=60.0, help="seconds between held-out evaluations")
-    p.add_argument("--n-eval", type=int, default=200)
+    p.add_argument("--n-eval", type=int, default=TrainConfig.n_eval)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", type=int, default=400_000, help="parameters per model (the width is fitted)")
+    p.add_argument("--budget", type=int, default=BUDGET, help="parameters per model (the width is fitted)")
     p.add_argument("--out", type=Path, default=Path("runs"))
     a = p.parse_args()
     train_cfg = TrainConfig(
