@@ -12,10 +12,14 @@ training step's loss is the same cross-entropy on the suffix for both, computed 
     python -m vision.bench --device cuda --dtype bf16 --batch 16
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/vision-bench-<device>-<dtype>``).
-The early-against-late fusion table is a separate measurement: ``"fusion"`` stays null until it exists.
+The early-against-late fusion comparison is the other table: each model's ``result.json`` from
+``python -m vision.fusion --model late|early`` (read from ``--fusion-dir``), or both trained here first with
+``--fusion-minutes M`` (one after the other, each on its own clock); it goes into ``bench.json`` under
+``"fusion"`` and into ``fusion.png``.
 Reference for the methodology: nanoGPT ``bench.py``; ``gpt/bench.py`` here.
 """
 
+import io
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -28,6 +32,7 @@ from gpt.bench import ours_vs_hf_figure, time_pair
 from gpt.flags import parse_dataclass
 from gpt.training.checkpoint import write_atomic
 from gpt.training.precision import DTYPES
+from vision.figures import first_reaching, fusion_figure, fusion_table
 from vision.paligemma import PaliGemma
 
 RATIO_TARGET = 1.0  # ours / HF tokens per second, forward and forward + backward
@@ -55,6 +60,10 @@ class BenchConfig:
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: leave as is)"})
     out: str | None = field(default=None, metadata={"help": "output folder (default runs/vision-bench-...)"})
     seed: int = 0
+    fusion_dir: str = field(default="runs", metadata={"help": "where vision-fusion-<model>/result.json live"})
+    fusion_minutes: float = field(
+        default=0.0, metadata={"help": "train both fusion models for this long each first (0: read results)"}
+    )
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -75,6 +84,8 @@ class BenchConfig:
                 )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads={self.threads}: use a positive count or none")
+        if self.fusion_minutes < 0:
+            raise ValueError(f"fusion_minutes={self.fusion_minutes}: use 0 (read results) or more")
 
     @property
     def image_tokens(self) -> int:
@@ -200,32 +211,65 @@ def main(cfg: BenchConfig) -> dict:
         print(
             f"{r['mode']:<18}{r['ours_tok_s']:>12,.0f}{r['hf_tok_s']:>12,.0f}{r['ratio']:>8.2f}x  {verdict}"
         )
-    print("fusion (early vs late): not measured yet")
 
+    out = Path(cfg.out or f"runs/vision-bench-{cfg.device.replace(':', '')}-{cfg.dtype}")
+    out.mkdir(parents=True, exist_ok=True)
+    fusion, note = fusion_results(cfg)
+    if fusion:
+        print(f"\nearly vs late fusion on vision.shapes (held-out scenes, greedy exact match; {note}):")
+        print(fusion_table(fusion))
+        write_atomic(out / "fusion.png", _png(fusion_figure(fusion)))
+    else:
+        print(f"\nfusion (early vs late): {note}")
     result = {
         "config": asdict(cfg),
         "env": env,
         "logits_check": logits_check,
         "rows": rows,
-        "fusion": None,
-        "fusion_note": "not measured yet: the early-vs-late fusion comparison on vision.shapes comes later",
+        "fusion": {name: _summary(r) for name, r in fusion.items()} or None,
+        "fusion_note": note,
     }
-    out = Path(cfg.out or f"runs/vision-bench-{cfg.device.replace(':', '')}-{cfg.dtype}")
-    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "bench.json", json.dumps(result, indent=2).encode())
     write_atomic(out / "bench.png", _plot(rows, env))
-    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}" + (" and fusion.png" if fusion else ""))
     return result
 
 
-def _plot(rows, env) -> bytes:
-    import io
+def fusion_results(cfg: BenchConfig) -> tuple[dict, str]:
+    """({"late": result, "early": result} or {}, where they came from). Trains both first when
+    ``cfg.fusion_minutes`` > 0; otherwise reads ``<fusion_dir>/vision-fusion-<model>/result.json``."""
+    from vision.fusion import MODELS, TrainConfig
+    from vision.fusion import main as train_fusion
 
-    title = f"PaliGemma, {env['device_name']} ({env['threads']} threads), {env['dtype']}"
-    fig = ours_vs_hf_figure(rows, "mode", "ours (vision.PaliGemma)", "tokens / s (image + text)", title)
+    root = Path(cfg.fusion_dir)
+    if cfg.fusion_minutes > 0:
+        threads = cfg.threads or torch.get_num_threads()
+        for name in MODELS:
+            train_fusion(name, TrainConfig(minutes=cfg.fusion_minutes, threads=threads), out_dir=root)
+    paths = {name: root / f"vision-fusion-{name}" / "result.json" for name in MODELS}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        return {}, f"not measured: {', '.join(missing)} missing (python -m vision.fusion --model late|early)"
+    return {name: json.loads(p.read_text()) for name, p in paths.items()}, f"from {root}/vision-fusion-*"
+
+
+def _summary(r: dict) -> dict:
+    """The fields of a fusion result the bench keeps (the per-step losses stay in result.json)."""
+    keep = ("params", "tokens_per_image", "steps", "train_seconds", "final", "n_eval", "threads", "curve")
+    return {k: r.get(k) for k in keep} | {"caption_95_at_s": first_reaching(r, "caption", 0.95)}
+
+
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
+
+
+def _plot(rows, env) -> bytes:
+    title = f"PaliGemma, {env['device_name']} ({env['threads']} threads), {env['dtype']}"
+    return _png(
+        ours_vs_hf_figure(rows, "mode", "ours (vision.PaliGemma)", "tokens / s (image + text)", title)
+    )
 
 
 def parse_args(argv=None) -> BenchConfig:
