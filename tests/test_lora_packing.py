@@ -2,7 +2,8 @@
 hand; the packed loss equals the sum of each conversation's loss alone (one row each, plain causal
 forward) within 1e-5 in fp32 (relative for the sum and for token losses above 1), on tiny random GPTs
 (RoPE, learned, sinusoidal positions) and on SmolLM2 cut to 2 layers with real conversations; without the
-mask (or, but under RoPE, the resets) it does not."""
+mask (or, but under RoPE, the resets) it does not. The gradients of the packed summed loss equal the
+sum of the conversations' gradients alone within 1e-5."""
 
 import random
 
@@ -175,3 +176,18 @@ def test_padding_counts_on_real_lengths(smollm2_file):
     assert counts.unpacked_padding == len(lengths) * 256 - counts.tokens
     assert -(-counts.tokens // 256) <= counts.packed_rows < len(lengths)  # no fewer rows than tokens / T
     assert 0 < counts.saved < 1
+
+
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+def test_packed_gradients_equal_the_sum_of_unpacked_gradients(pos):
+    """Training on packed rows follows the same gradient as training on each conversation alone."""
+    examples = random_examples(10, seed=3)
+    packed_model, alone_model = tiny_gpt(pos), tiny_gpt(pos)
+    packed_loss(packed_model, pack(examples, T=48, pad_id=0), reduction="sum").backward()
+    for e in examples:
+        logits, _ = alone_model(torch.tensor([e.input_ids]))
+        F.cross_entropy(
+            logits[0], torch.tensor(e.targets), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).backward()
+    for (name, p), q in zip(packed_model.named_parameters(), alone_model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5, msg=name)
