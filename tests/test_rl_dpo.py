@@ -235,3 +235,31 @@ def test_a_tiny_dpo_run_raises_the_implicit_reward_accuracy(lora_r, tmp_path):
     fresh = evaluate_dpo(tiny_gpt(3), run.reference, train, start)
     assert fresh["accuracy"] == 0.0 and fresh["reward_margin"] == 0.0  # the reference is the start
     assert plot_margins(run.history, tmp_path / "margins.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def smollm2_one_layer(smollm2_file):
+    from quant.load import load_gguf
+
+    return load_gguf(smollm2_file, n_layer=1)  # SmolLM2's first block: the real tokenizer and shapes, fast
+
+
+def test_a_lora_dpo_run_on_smollm2_and_hh_starts_at_the_reference(smollm2_one_layer, data_file):
+    """The real path in small: HH pairs in SmolLM2's chat template, LoRA on q/v, a frozen-copy reference.
+    LoRA starts at B = 0, so the first step's policy is the reference: every implicit reward is 0 and
+    the DPO loss is exactly log 2."""
+    import copy
+
+    from rl.preferences import HH_FILE, load_preferences, tokenize_pairs
+
+    model, tok = smollm2_one_layer
+    pairs, _ = load_preferences(data_file(*HH_FILE))
+    size = lambda p: len(p.chosen) + len(p.rejected) + sum(len(m["content"]) for m in p.prompt)  # noqa: E731
+    examples, dropped = tokenize_pairs(tok, sorted(pairs, key=size)[:4], max_len=256)
+    assert len(examples) + dropped == 4 and len(examples) >= 2
+    lora = dict(lora_r=4, lora_targets=["q_proj", "v_proj"])
+    cfg = DPOConfig(steps=2, batch_size=2, lr=1e-3, pad_id=tok.eos_id, progress=False, **lora)
+    run = train_dpo(copy.deepcopy(model), examples, cfg)
+    first, second = run.history
+    assert abs(first["loss"] - math.log(2)) < 1e-6 and first["reward_margin"] == 0.0
+    assert math.isfinite(second["loss"]) and second["loss"] != first["loss"]

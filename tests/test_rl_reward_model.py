@@ -161,3 +161,25 @@ def test_lora_reward_model_trains_only_adapters_and_head():
         assert torch.equal(after[k2], v), f"base weight {k} changed"
     assert not torch.equal(rm.head.weight, head_before)
     assert any(after[k].abs().sum() > 0 for k in lora_keys if "lora_B" in k)
+
+
+def test_a_lora_reward_model_on_smollm2_scores_hh_pairs(smollm2_file, data_file):
+    """The real path in small: SmolLM2's first block as the backbone (RMSNorm ln_f), HH pairs in its
+    chat template, two LoRA steps; rewards are finite and padding-invariant on real token rows."""
+    from quant.load import load_gguf
+    from rl.preferences import HH_FILE, load_preferences, tokenize_pairs
+    from rl.reward_model import full_sequence
+
+    model, tok = load_gguf(smollm2_file, n_layer=1)
+    pairs, _ = load_preferences(data_file(*HH_FILE))
+    size = lambda p: len(p.chosen) + len(p.rejected) + sum(len(m["content"]) for m in p.prompt)  # noqa: E731
+    examples, _ = tokenize_pairs(tok, sorted(pairs, key=size)[:4], max_len=256)
+    rm = RewardModel(model)
+    cfg = RewardTrainConfig(steps=2, batch_size=2, lora_r=4, pad_id=tok.eos_id, progress=False)
+    run = train_reward_model(rm, examples[:2], cfg, examples[2:])
+    assert all(math.isfinite(h["loss"]) for h in run.history)
+    assert run.final.accuracy in (0.0, 0.5, 1.0) and sum(run.final.calibration.counts) == len(examples[2:])
+    seqs = [full_sequence(e.chosen) for e in examples]
+    rm.eval()
+    alone = torch.cat([rm.score([s], tok.eos_id) for s in seqs])
+    torch.testing.assert_close(rm.score(seqs, tok.eos_id), alone, rtol=1e-5, atol=1e-5)
