@@ -181,7 +181,7 @@ def read_source(source: str, limit: int | None = None) -> tuple[list[Conversatio
 # -- the stages ---------------------------------------------------------------------------------------
 
 
-def clean(
+def clean_conversations(
     source: str,
     conversations: Sequence[Conversation],
     tokenizer=None,
@@ -226,14 +226,14 @@ def clean(
     return ChatData(train, val, report)
 
 
-def build(source: str, tokenizer=None, cfg: ChatDataConfig | None = None) -> ChatData:
+def build_chat_data(source: str, tokenizer=None, cfg: ChatDataConfig | None = None) -> ChatData:
     """One course source (:data:`SOURCES`) read from ``$LLM_COURSE_DATA`` and cleaned (stages 1-6)."""
     cfg = cfg or ChatDataConfig()
     conversations, not_ok = read_source(source, cfg.limit)
-    return clean(source, conversations, tokenizer, cfg, not_ok)
+    return clean_conversations(source, conversations, tokenizer, cfg, not_ok)
 
 
-def mix(
+def mix_conversations(
     train_sets: dict[str, list[Conversation]], epochs: dict[str, float] | None = None, seed: int = 0
 ) -> tuple[list[Conversation], dict[str, int]]:
     """(the training conversations of every source, repeated/subsampled by ``epochs`` (default

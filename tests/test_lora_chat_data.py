@@ -13,10 +13,10 @@ from lora.chat_data import (
     MIXTURE,
     ChatDataConfig,
     alpaca_conversation,
-    build,
-    clean,
+    build_chat_data,
+    clean_conversations,
     conversation_text,
-    mix,
+    mix_conversations,
     read_source,
 )
 
@@ -71,14 +71,16 @@ def test_stages_hand_worked():
         [user("q6"), assistant("Six."), user("And?"), assistant("Seven.")],
     ]
     cfg = ChatDataConfig(max_tokens=None, max_chars=300, val_fraction=0.0)
-    data = clean("mine", convs, cfg=cfg)
+    data = clean_conversations("mine", convs, cfg=cfg)
     r = data.report
     assert (r.read, r.too_short, r.exact_duplicates, r.near_duplicates, r.too_long) == (7, 1, 1, 1, 1)
     assert (r.train, r.val) == (3, 0) and r.dropped == 4
     assert sorted(map(str, data.train)) == sorted(str(convs[i]) for i in (0, 5, 6))
     # the near duplicate: 26 of 30 word 5-grams shared (Jaccard 0.87), caught at 0.8 and not at 0.99
     assert jaccard(*(shingles(conversation_text(convs[i])) for i in (0, 3))) == pytest.approx(26 / 30)
-    loose = clean("mine", convs, cfg=ChatDataConfig(max_tokens=None, minhash=MinHashConfig(threshold=0.99)))
+    loose = clean_conversations(
+        "mine", convs, cfg=ChatDataConfig(max_tokens=None, minhash=MinHashConfig(threshold=0.99))
+    )
     assert loose.report.near_duplicates == 0 and loose.report.exact_duplicates == 1
 
 
@@ -94,12 +96,12 @@ def test_stages_hand_worked():
 )
 def test_bad_conversation_is_one_value_error_naming_the_record(bad, message):
     with pytest.raises(ValueError, match=message):
-        clean("mine", [[user("a"), assistant("b")], bad], cfg=ChatDataConfig(max_tokens=None))
+        clean_conversations("mine", [[user("a"), assistant("b")], bad], cfg=ChatDataConfig(max_tokens=None))
 
 
 def test_bad_config():
     with pytest.raises(ValueError, match="pass the tokenizer"):
-        clean("mine", [[user("a"), assistant("b")]])  # max_tokens needs a tokenizer
+        clean_conversations("mine", [[user("a"), assistant("b")]])  # max_tokens needs a tokenizer
     with pytest.raises(ValueError, match="val_fraction"):
         ChatDataConfig(val_fraction=1.0)
     with pytest.raises(ValueError, match="unknown source"):
@@ -114,7 +116,7 @@ def test_alpaca_libre_counts_equal_the_raw_files(data_file):
     ok = [r for r in rows if r["status"] == "ok"]
     replied = [r for r in ok if r["output"].strip()]
     fields = {tuple(r[k].strip() for k in ("instruction", "input", "output")) for r in replied}
-    data = build("alpaca_libre", cfg=ChatDataConfig(max_tokens=None))
+    data = build_chat_data("alpaca_libre", cfg=ChatDataConfig(max_tokens=None))
     r = data.report
     assert (r.read, r.not_ok, r.too_short) == (len(rows), len(rows) - len(ok), len(ok) - len(replied))
     assert r.exact_duplicates == len(replied) - len(fields)
@@ -142,10 +144,10 @@ def test_code_alpaca_and_gsm8k_records(data_file):
 
 def test_token_length_filter_counts_rendered_tokens(tok):
     cfg = ChatDataConfig(max_tokens=None, limit=60, val_fraction=0.0)
-    unfiltered = clean("gsm8k", read_source("gsm8k", limit=60)[0], cfg=cfg).train
+    unfiltered = clean_conversations("gsm8k", read_source("gsm8k", limit=60)[0], cfg=cfg).train
     lengths = [len(tok.encode(tok.apply_chat_template(c, add_generation_prompt=False))) for c in unfiltered]
     cut = sorted(lengths)[len(lengths) // 2]
-    data = build("gsm8k", tok, ChatDataConfig(max_tokens=cut, limit=60, val_fraction=0.0))
+    data = build_chat_data("gsm8k", tok, ChatDataConfig(max_tokens=cut, limit=60, val_fraction=0.0))
     assert data.report.too_long == sum(n > cut for n in lengths) > 0
     assert all(len(tok.apply_chat_template(c, False, tokenize=True)) <= cut for c in data.train)
 
@@ -153,7 +155,7 @@ def test_token_length_filter_counts_rendered_tokens(tok):
 def test_split_is_seeded():
     convs = [[user(f"q{i}"), assistant(f"answer number {i}")] for i in range(40)]
     cfg = lambda seed: ChatDataConfig(max_tokens=None, val_fraction=0.25, seed=seed)  # noqa: E731
-    a, b, c = (clean("mine", convs, cfg=cfg(s)) for s in (0, 0, 1))
+    a, b, c = (clean_conversations("mine", convs, cfg=cfg(s)) for s in (0, 0, 1))
     assert a.val == b.val and a.train == b.train and a.val != c.val
     assert len(a.val) == 10 and sorted(map(str, a.train + a.val)) == sorted(map(str, convs))
 
@@ -163,12 +165,20 @@ def test_mixture_counts_by_hand():
         "a": [[user(f"a{i}"), assistant("x")] for i in range(10)],
         "b": [[user(f"b{i}"), assistant("y")] for i in range(8)],
     }
-    mixed, counts = mix(sets, {"a": 2.0, "b": 0.25}, seed=0)
+    mixed, counts = mix_conversations(sets, {"a": 2.0, "b": 0.25}, seed=0)
     assert counts == {"a": 20, "b": 2} and len(mixed) == 22
     assert sum(c[0]["content"].startswith("a") for c in mixed) == 20
     assert all(mixed.count(c) == 2 for c in sets["a"])  # two epochs of a: each conversation twice
-    assert mix(sets, {"a": 2.0, "b": 0.25}, seed=0)[0] == mixed != mix(sets, {"a": 2.0, "b": 0.25}, seed=1)[0]
+    assert (
+        mix_conversations(sets, {"a": 2.0, "b": 0.25}, seed=0)[0]
+        == mixed
+        != mix_conversations(sets, {"a": 2.0, "b": 0.25}, seed=1)[0]
+    )
     gsm = {"gsm8k": [[user(f"g{i}"), assistant("z")] for i in range(8)], **sets}
-    assert mix(gsm)[1] == {"gsm8k": round(8 * MIXTURE["gsm8k"]), "a": 10, "b": 8}  # unlisted sources: 1 epoch
+    assert mix_conversations(gsm)[1] == {
+        "gsm8k": round(8 * MIXTURE["gsm8k"]),
+        "a": 10,
+        "b": 8,
+    }  # unlisted sources: 1 epoch
     with pytest.raises(ValueError, match="unknown sources"):
-        mix(sets, {"c": 1.0})
+        mix_conversations(sets, {"c": 1.0})

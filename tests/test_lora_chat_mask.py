@@ -12,7 +12,7 @@ import torch
 from bpe.chat import parse_chat_template
 from gpt import GPT, GPTConfig
 from gpt.model import IGNORE_INDEX
-from lora.chat_data import SOURCES, ChatDataConfig, build
+from lora.chat_data import SOURCES, ChatDataConfig, build_chat_data
 from lora.chat_mask import conversation_examples, masked_example, render_masked
 from lora.examples import check_examples
 from lora.finetune import FinetuneConfig, finetune
@@ -85,7 +85,7 @@ def hf(data_file):
 def real_conversations():
     """60 training conversations from each builder (run on the first 200 records of its source)."""
     cfg = ChatDataConfig(max_tokens=None, limit=200)
-    return {source: build(source, cfg=cfg).train[:60] for source in SOURCES}
+    return {source: build_chat_data(source, cfg=cfg).train[:60] for source in SOURCES}
 
 
 def test_hand_worked(tok):
