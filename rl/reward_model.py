@@ -20,7 +20,6 @@ margin); TRL ``RewardTrainer`` (trl/trainer/reward_trainer.py), which reads the 
 non-pad token the same way.
 """
 
-import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -276,8 +275,3 @@ def train_reward_model(
                 {"step": step, "accuracy": final.accuracy, "loss": final.loss, "ece": final.calibration.ece}
             )
     return RewardRun(history, evals, final, seconds)
-
-
-def reward_model_from(backbone: GPT, copy_backbone: bool = True) -> RewardModel:
-    """A reward model on ``backbone`` (deep-copied by default, so the language model stays as it was)."""
-    return RewardModel(copy.deepcopy(backbone) if copy_backbone else backbone)
