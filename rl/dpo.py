@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from gpt.model import IGNORE_INDEX
 from lora.examples import collate
 from lora.inject import inject_lora
-from rl.preferences import PairExample
+from rl.preferences import PairExample, seeded_batches
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 
@@ -271,19 +271,13 @@ def train_dpo(
     if not params:
         raise ValueError("the policy has no trainable parameters; set lora_r or unfreeze it")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    order = torch.Generator().manual_seed(cfg.seed)
-    perm, pos = torch.randperm(len(train), generator=order).tolist(), 0
+    batches = seeded_batches(train, cfg.batch_size, cfg.seed)
     history, evals, seconds = [], [], 0.0
     policy.train()
     bar = tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, unit="step", desc=f"dpo ({cfg.loss_type})")
     for step in bar:
         t0 = time.perf_counter()
-        batch = []
-        while len(batch) < cfg.batch_size:  # seeded epochs, reshuffled when one runs out
-            if pos == len(perm):
-                perm, pos = torch.randperm(len(train), generator=order).tolist(), 0
-            batch.append(train[perm[pos]])
-            pos += 1
+        batch = next(batches)  # seeded epochs, reshuffled when one runs out
         loss, stats = dpo_step(policy, reference, batch, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()

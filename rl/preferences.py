@@ -20,9 +20,11 @@ Human Feedback" (the data); github.com/anthropics/hh-rlhf ``harmless-base/test.j
 import gzip
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from gpt.data.paths import dataset_path
 from gpt.model import IGNORE_INDEX
@@ -190,3 +192,22 @@ def tokenize_pairs(tokenizer, pairs: Sequence[PreferencePair], max_len: int) -> 
         else:
             kept.append(ex)
     return kept, dropped
+
+
+def seeded_batches(items: Sequence, batch_size: int, seed: int) -> Iterator[list]:
+    """Endless batches of ``batch_size`` items: seeded epochs, each a fresh permutation, a batch may
+    straddle two epochs. The same seed gives the same stream."""
+    if not items or batch_size < 1:
+        raise ValueError(
+            f"need items and batch_size >= 1, got {len(items)} items and batch_size={batch_size}"
+        )
+    order = torch.Generator().manual_seed(seed)
+    perm, pos = torch.randperm(len(items), generator=order).tolist(), 0
+    while True:
+        batch = []
+        while len(batch) < batch_size:
+            if pos == len(perm):
+                perm, pos = torch.randperm(len(items), generator=order).tolist(), 0
+            batch.append(items[perm[pos]])
+            pos += 1
+        yield batch

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from gpt.model import GPT, IGNORE_INDEX
 from lora.inject import inject_lora
-from rl.preferences import PairExample
+from rl.preferences import PairExample, seeded_batches
 
 
 def full_sequence(example) -> tuple[int, ...]:
@@ -244,19 +244,13 @@ def train_reward_model(
         inject_lora(rm.backbone, cfg.lora_targets, r=cfg.lora_r, alpha=cfg.lora_alpha)
     params = [p for p in rm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    order = torch.Generator().manual_seed(cfg.seed)
-    perm, pos = torch.randperm(len(train), generator=order).tolist(), 0
+    batches = seeded_batches(train, cfg.batch_size, cfg.seed)
     history, evals, seconds, final = [], [], 0.0, None
     rm.train()
     bar = tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, unit="step", desc="reward model")
     for step in bar:
         t0 = time.perf_counter()
-        batch = []
-        while len(batch) < cfg.batch_size:  # seeded epochs, reshuffled when one runs out
-            if pos == len(perm):
-                perm, pos = torch.randperm(len(train), generator=order).tolist(), 0
-            batch.append(train[perm[pos]])
-            pos += 1
+        batch = next(batches)  # seeded epochs, reshuffled when one runs out
         r_c, r_r = pair_rewards(rm, batch, cfg.pad_id)
         loss = bradley_terry_loss(r_c, r_r, cfg.margin)
         opt.zero_grad(set_to_none=True)

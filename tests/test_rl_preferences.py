@@ -179,3 +179,19 @@ def test_tokenize_pair_renders_the_chat_template(smollm2_tokenizer, hh):
         assert tok.decode(list(side.input_ids[:n_prompt])) == prompt_text
         assert side.targets[: n_prompt - 1] == (IGNORE_INDEX,) * (n_prompt - 1)
     assert ex.chosen.input_ids[:n_prompt] == ex.rejected.input_ids[:n_prompt]
+
+
+def test_seeded_batches_cover_each_epoch_once():
+    from itertools import islice
+
+    from rl.preferences import seeded_batches
+
+    items = list(range(10))
+    stream = list(islice(seeded_batches(items, 4, seed=3), 5))  # 20 items: two whole epochs
+    flat = [i for b in stream for i in b]
+    assert all(len(b) == 4 for b in stream)
+    assert sorted(flat[:10]) == items and sorted(flat[10:]) == items and flat[:10] != flat[10:]
+    assert stream == list(islice(seeded_batches(items, 4, seed=3), 5))
+    assert stream != list(islice(seeded_batches(items, 4, seed=4), 5))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(seeded_batches(items, 0, seed=0))
