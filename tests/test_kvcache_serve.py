@@ -502,6 +502,19 @@ def test_a_missing_serve_extra_names_the_install(monkeypatch):
         importlib.import_module("kvcache.serve.app")
 
 
+def test_the_port_accepts_connections_before_the_server_runs(tiny, tok):
+    """The CLI prints the URL before uvicorn's loop starts: a client that connects in between must be
+    queued by the kernel, not refused (the socket listens from construction on)."""
+    import socket
+
+    server = serve.Server(serve.build_app(LLMEngine(tiny, tokenizer=tok, **ENGINE), "tiny"))
+    try:
+        with socket.create_connection((server.host, server.port), timeout=5):
+            pass  # ECONNREFUSED here if the socket were only bound
+    finally:
+        server.sock.close()
+
+
 def test_cli_serves_a_gguf_on_a_free_port_and_stops_on_sigint(tiny, tok, tmp_path):
     from quant import export_gguf
 

@@ -195,6 +195,9 @@ class Server:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
+        # listening from here on: a client that reads the URL before uvicorn's loop runs waits in the
+        # backlog instead of being refused (uvicorn listens again on the same socket, which is allowed)
+        self.sock.listen(2048)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.app = app
         config = uvicorn.Config(
