@@ -44,7 +44,7 @@ from lora.bench_report import label, plot, report, write_json
 from lora.bottleneck import inject_adapters
 from lora.evaluation import gsm8k_exact_match, masked_loss
 from lora.examples import chat_examples, collate, split
-from lora.finetune import FinetuneConfig, RunConfig, finetune, load_model, make_optimizer
+from lora.finetune import FinetuneConfig, finetune, load_base, make_optimizer
 from lora.inject import inject_lora, trainable_parameters
 from lora.memory import cpu_allocation_peak, tensor_bytes
 from lora.prefix_tuning import prefix_tune
@@ -347,12 +347,7 @@ def peft_speed(cfg: BenchConfig, base, x, y) -> dict:
 def main(cfg: BenchConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    if cfg.smoke:
-        base, tok = load_model(RunConfig(smoke=True, seed=cfg.seed))
-    else:
-        from quant.load import load_gguf
-
-        base, tok = load_gguf(n_layer=cfg.n_layer)
+    base, tok = load_base(cfg.smoke, cfg.seed, None if cfg.smoke else cfg.n_layer)
     base = base.to(device).float()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {cfg.threads} threads"
     n_base = sum(p.numel() for p in base.parameters())

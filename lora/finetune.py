@@ -334,14 +334,20 @@ def smoke_config(**overrides) -> RunConfig:
 
 def load_model(cfg: RunConfig):
     """(model, tokenizer): SmolLM2-135M-Instruct, or in smoke mode a tiny random GPT with its tokenizer."""
+    return load_base(cfg.smoke, cfg.seed)
+
+
+def load_base(smoke: bool, seed: int = 0, n_layer: int | None = None):
+    """(model, tokenizer): SmolLM2-135M-Instruct (its first ``n_layer`` blocks if given), or with ``smoke``
+    a tiny random 2-layer GPT (seeded) with SmolLM2's tokenizer."""
     from quant.gguf import read_gguf
     from quant.load import load_gguf, smollm2_path
     from quant.tokenizer import tokenizer_from_gguf
 
-    if not cfg.smoke:
-        return load_gguf()
+    if not smoke:
+        return load_gguf(n_layer=n_layer)
     tokenizer = tokenizer_from_gguf(read_gguf(smollm2_path()).metadata)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     shape = dict(vocab_size=tokenizer.vocab_size, block_size=1024, n_layer=2, n_head=4, n_kv_head=2)
     return GPT(GPTConfig.llama(**shape, n_embd=32, ffn_hidden=64, tie_embeddings=True)), tokenizer
 

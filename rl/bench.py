@@ -51,7 +51,7 @@ from lora.chat_data import SOURCES, ChatDataConfig, build_chat_data, mix_convers
 from lora.chat_mask import conversation_examples
 from lora.evaluation import gsm8k_exact_match, masked_loss
 from lora.examples import collate
-from lora.finetune import FinetuneConfig, RunConfig, finetune, load_model
+from lora.finetune import FinetuneConfig, finetune, load_base
 from lora.inject import inject_lora
 from rl.bench_report import plot, report, write_json
 from rl.dpo import DPOConfig, dpo_step, frozen_reference, kl_to_reference, train_dpo
@@ -373,12 +373,7 @@ def main(cfg: BenchConfig) -> dict:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    if cfg.smoke:
-        base, tok = load_model(RunConfig(smoke=True, seed=cfg.seed))
-    else:
-        from quant.load import load_gguf
-
-        base, tok = load_gguf(n_layer=cfg.n_layer)
+    base, tok = load_base(cfg.smoke, cfg.seed, None if cfg.smoke else cfg.n_layer)
     base = base.float().to(device).eval()
     sections = PARTS[cfg.part]
     name = "tiny random GPT (smoke)" if cfg.smoke else f"SmolLM2-135M-Instruct ({base.config.n_layer} layers)"
