@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from gpt.flags import parse_dataclass
 from rl.bench import PARTS, BenchConfig, main, parse_args, smoke_config
@@ -22,8 +23,12 @@ def smoke_run(tmp_path_factory, data_file, smollm2_file):
     data_file(*HH_FILE)  # a missing-data skip (red under LLM_COURSE_REQUIRE_DATA=1) rather than an error
     out = tmp_path_factory.mktemp("rl-bench")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        result = main(smoke_config(out=str(out)))
+    threads = torch.get_num_threads()  # module-scoped: the one_thread fixture has not run yet
+    try:
+        with contextlib.redirect_stdout(printed):
+            result = main(smoke_config(out=str(out), threads=1))
+    finally:
+        torch.set_num_threads(threads)
     return result, out, printed.getvalue()
 
 
