@@ -46,7 +46,6 @@ import torch
 
 from gpt.bench import time_pair
 from gpt.flags import parse_dataclass
-from kvcache.contiguous import ContiguousKVCache
 from lora.chat_data import SOURCES, ChatDataConfig, build_chat_data, mix_conversations
 from lora.chat_mask import conversation_examples
 from lora.evaluation import gsm8k_exact_match, masked_loss
@@ -54,6 +53,7 @@ from lora.examples import collate
 from lora.finetune import FinetuneConfig, finetune, load_base
 from lora.inject import inject_lora
 from rl.bench_report import plot, report, write_json
+from rl.best_of_n import generate_completions
 from rl.dpo import DPOConfig, dpo_step, frozen_reference, kl_to_reference, train_dpo
 from rl.preferences import completion_example, load_preferences, split_pairs, tokenize_pairs
 from rl.reward_model import RewardModel, RewardTrainConfig, evaluate_pairs, train_reward_model
@@ -194,13 +194,8 @@ def reward_part(cfg: BenchConfig, base, tok, train, val) -> tuple[dict, RewardMo
 
 
 def sample(model, prompt: list[int], n: int, temperature: float, cfg: BenchConfig, eos: int, seed: int):
-    """``n`` replies to one prompt (temperature 0: greedy) through a KV cache, each cut after its first
-    ``eos``: ``rl.best_of_n.generate_completions``'s replies, without recomputing the context per token."""
-    w = next(model.parameters())
-    idx = torch.tensor([prompt] * n, device=w.device)  # (n, P)
-    cache = ContiguousKVCache(model.config, n, len(prompt) + cfg.gen_tokens, w.dtype, w.device)
-    out = model.generate(idx, cfg.gen_tokens, temperature, eos_id=eos, seed=seed, cache=cache)  # (n, P + new)
-    return [row[: row.index(eos) + 1] if eos in row else row for row in out[:, len(prompt) :].tolist()]
+    """``n`` replies to one prompt (temperature 0: greedy), each cut after its first ``eos``."""
+    return generate_completions(model, prompt, n, cfg.gen_tokens, temperature, eos_id=eos, seed=seed)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Best-of-n sampling: draw n replies, let the reward model pick one. The simplest RLHF baseline.
 
 Teaches what a reward model buys without any training of the policy: sample ``n`` completions per prompt
-(``gpt.GPT.generate``, seeded), score each ``prompt + completion`` with a reward model, keep the best.
+(``gpt.GPT.generate`` with a KV cache, seeded), score each ``prompt + completion`` with a reward model,
+keep the best.
 The expected best score grows with ``n`` while the policy is unchanged; its KL to the policy is at most
 ``log n - (n - 1) / n`` (Stiennon et al. 2020, appendix; Beirami et al. 2024), which is why it is the
 baseline RLHF methods are compared with. :func:`best_of_n_curve` reads the score against ``n`` off one
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from gpt.model import GPT
+from kvcache.contiguous import ContiguousKVCache
 
 Scorer = Callable[[list[list[int]]], Tensor]  # full token sequences -> rewards (N,)
 
@@ -38,10 +40,14 @@ def generate_completions(
         raise ValueError(f"need n >= 1 and max_new_tokens >= 1, got n={n}, max_new_tokens={max_new_tokens}")
     if not prompt:
         raise ValueError("the prompt is empty; generation needs at least one token to continue")
-    device = next(model.parameters()).device
-    idx = torch.tensor([list(prompt)] * n, device=device)  # (n, P)
+    total, block = len(prompt) + max_new_tokens, model.config.block_size
+    if total > block:
+        raise ValueError(f"{len(prompt)} prompt + {max_new_tokens} new tokens exceed block_size={block}")
+    w = next(model.parameters())
+    idx = torch.tensor([list(prompt)] * n, device=w.device)  # (n, P)
+    cache = ContiguousKVCache(model.config, n, total, w.dtype, w.device)  # each step feeds one token
     out = model.generate(
-        idx, max_new_tokens, temperature, top_k, top_p, eos_id=eos_id, seed=seed
+        idx, max_new_tokens, temperature, top_k, top_p, eos_id=eos_id, seed=seed, cache=cache
     )  # (n, P + new)
     completions = []
     for row in out[:, len(prompt) :].tolist():

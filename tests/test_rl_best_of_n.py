@@ -69,3 +69,15 @@ def test_best_of_n_with_a_reward_model_scores_each_sequence_as_alone():
     assert len(set(res.scores)) > 1
     with pytest.raises(ValueError, match="one reward per sequence"):
         best_of_n(model, lambda seqs: torch.zeros(1), [[3]], n=3, max_new_tokens=2)
+
+
+def test_cached_completions_equal_uncached_generation():
+    """generate_completions feeds one token per step through a KV cache; greedy replies must equal
+    GPT.generate recomputing the whole context each step."""
+    model = tiny_gpt()
+    prompt = [3, 1, 4, 1, 5]
+    got = generate_completions(model, prompt, n=2, max_new_tokens=6, temperature=0.0)
+    want = model.generate(torch.tensor([prompt] * 2), 6, temperature=0.0)[:, len(prompt) :].tolist()
+    assert got == want
+    with pytest.raises(ValueError, match="block_size"):
+        generate_completions(model, prompt, n=1, max_new_tokens=model.config.block_size)
