@@ -40,6 +40,8 @@ from rl.reward_model import (
     bradley_terry_loss,
     calibration,
     evaluate_pairs,
+    load_reward_model,
+    save_reward_model,
     train_reward_model,
 )
 
@@ -59,9 +61,11 @@ __all__ = [
     "generate_completions",
     "kl_to_reference",
     "load_preferences",
+    "load_reward_model",
     "pair_example",
     "plot_margins",
     "preference_loss",
+    "save_reward_model",
     "sequence_logps",
     "split_pairs",
     "tokenize_pairs",

@@ -5,21 +5,25 @@ starts from a fresh copy of the same base model:
 
 1. **reward model** (``rl.reward_model``, LoRA + a scalar head) on HH-RLHF harmless-base, split by
    ``rl.preferences.split_pairs`` (seed 0): training time, held-out pairwise accuracy (chance 0.5) and
-   the expected calibration error of ``sigmoid(r_c - r_r)``, before and after training;
+   the expected calibration error of ``sigmoid(r_c - r_r)``, before and after training; the trained
+   model is saved to ``<out>/reward_model`` (``--rm-from`` evaluates a saved one instead of training);
 2. **DPO** (``rl.dpo``, LoRA) over the preference train split: held-out implicit-reward accuracy, time,
    the KL to the reference on the policy's own samples, and the trained reward model's mean score of
    greedy and sampled replies to fixed held-out prompts, before and after;
-3. **SFT** (``lora.finetune``, LoRA) on ``lora.chat_data``'s mixture rendered by ``lora.chat_mask``:
+3. **best-of-n** (``rl.best_of_n``): the base policy's ``--bon-n`` samples per held-out prompt scored by
+   the reward model; the mean best score of the first k, against k, beside the greedy reply's score;
+4. **SFT** (``lora.finetune``, LoRA) on ``lora.chat_data``'s mixture rendered by ``lora.chat_mask``:
    assistant-token val loss and GSM8K exact match (``lora.evaluation``) on the first test problems,
    before and after;
-4. **our DPO step against TRL's** ``DPOTrainer.training_step`` (forward of policy and reference, loss,
+5. **our DPO step against TRL's** ``DPOTrainer.training_step`` (forward of policy and reference, loss,
    backward; no optimizer step on either side) on the same HF ``LlamaForCausalLM`` (SmolLM2's first
    ``--trl-layers`` blocks through ``gpt.to_hf``; ours is ``gpt.from_hf`` of it) and the same batch of
    HH pairs: the two losses are compared first, then the median of alternating timings
    (``gpt.bench.time_pair``); the ratio is TRL's time / ours, target >= 1.0x.
 
-``--part preference`` runs all four; ``reward``, ``dpo`` (with the reward model it scores with), ``sft``
-and ``trl`` run one. Each part has its size knobs (``--rm-*``, ``--dpo-*``, ``--sft-*``, ``--trl-*``).
+``--part preference`` runs all five; ``reward``, ``dpo`` and ``best_of_n`` (each with the reward model it
+scores with), ``sft`` and ``trl`` run one. Each part has its size knobs (``--rm-*``, ``--dpo-*``,
+``--bon-*``, ``--sft-*``, ``--trl-*``).
 
     python -m rl.bench --part preference --threads 2    # SmolLM2-135M-Instruct, CPU: about an hour
     python -m rl.bench --smoke                          # a tiny random GPT, a handful of pairs, seconds
@@ -35,6 +39,7 @@ References: Rafailov et al. 2023 (DPO); Ouyang et al. 2022 (reward model); TRL `
 """
 
 import copy
+import math
 import random
 import statistics
 import tempfile
@@ -53,15 +58,23 @@ from lora.examples import collate
 from lora.finetune import FinetuneConfig, finetune, load_base
 from lora.inject import inject_lora
 from rl.bench_report import plot, report, write_json
-from rl.best_of_n import generate_completions
+from rl.best_of_n import best_of_n, best_of_n_curve, generate_completions
 from rl.dpo import DPOConfig, dpo_step, frozen_reference, kl_to_reference, train_dpo
 from rl.preferences import completion_example, load_preferences, split_pairs, tokenize_pairs
-from rl.reward_model import RewardModel, RewardTrainConfig, evaluate_pairs, train_reward_model
+from rl.reward_model import (
+    RewardModel,
+    RewardTrainConfig,
+    evaluate_pairs,
+    load_reward_model,
+    save_reward_model,
+    train_reward_model,
+)
 
-PARTS = {  # --part -> the sections it runs (dpo needs the reward model to score its generations)
-    "preference": ("reward", "dpo", "sft", "trl"),
+PARTS = {  # --part -> the sections it runs (dpo and best_of_n need the reward model to score replies)
+    "preference": ("reward", "dpo", "best_of_n", "sft", "trl"),
     "reward": ("reward",),
     "dpo": ("reward", "dpo"),
+    "best_of_n": ("reward", "best_of_n"),
     "sft": ("sft",),
     "trl": ("trl",),
 }
@@ -86,6 +99,10 @@ class BenchConfig:
     rm_batch: int = field(default=4, metadata={"help": "pairs per reward-model step"})
     rm_lr: float = 1e-4
     rm_lora_r: int | None = field(default=16, metadata={"help": "LoRA rank on the backbone (none: all)"})
+    rm_from: str | None = field(
+        default=None,
+        metadata={"help": "a reward_model folder an earlier run wrote: evaluate it, do not train"},
+    )
     dpo_steps: int = 150
     dpo_batch: int = field(default=2, metadata={"help": "pairs per DPO step"})
     dpo_lr: float = 1e-4
@@ -96,6 +113,8 @@ class BenchConfig:
     n_samples: int = field(default=2, metadata={"help": "sampled replies per prompt (plus one greedy)"})
     gen_tokens: int = field(default=64, metadata={"help": "new tokens per generated reply"})
     temperature: float = 1.0
+    bon_n: int = field(default=16, metadata={"help": "best-of-n: samples per prompt (the curve's largest n)"})
+    bon_prompts: int = field(default=32, metadata={"help": "best-of-n: held-out prompts"})
     sft_limit: int | None = field(default=1000, metadata={"help": "records read per chat source (none: all)"})
     sft_steps: int = 100
     sft_batch: int = 4
@@ -119,6 +138,7 @@ class BenchConfig:
         counts = ("max_len", "rm_steps", "rm_batch", "dpo_steps", "dpo_batch", "dpo_lora_r", "n_prompts")
         counts += ("n_samples", "gen_tokens", "sft_steps", "sft_batch", "sft_lora_r", "sft_max_len")
         counts += ("sft_val", "n_test", "gsm8k_tokens", "gen_batch", "eval_batch", "trl_layers", "trl_batch")
+        counts += ("bon_n", "bon_prompts")
         for name in (*counts, "iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -138,6 +158,7 @@ def smoke_config(**overrides) -> BenchConfig:
     """The smoke-size bench: a 2-layer random GPT (width 32), a handful of pairs, steps and prompts."""
     small = dict(smoke=True, max_len=160, train_pairs=24, val_pairs=8, rm_steps=3, rm_batch=4, rm_lr=1e-3)
     small |= dict(dpo_steps=3, dpo_batch=2, dpo_lr=1e-3, n_prompts=2, n_samples=2, gen_tokens=6)
+    small |= dict(bon_n=4, bon_prompts=2)
     small |= dict(sft_limit=12, sft_steps=2, sft_batch=2, sft_lr=1e-3, sft_warmup=1, sft_max_len=320)
     small |= dict(sft_val=3, n_test=2, gsm8k_tokens=6, trl_batch=2, warmup=1, iters=2)
     return BenchConfig(**{**small, **overrides})
@@ -172,8 +193,16 @@ def prompt_ids(pair) -> list[int]:
 # -- 1. reward model -------------------------------------------------------------------------------------
 
 
-def reward_part(cfg: BenchConfig, base, tok, train, val) -> tuple[dict, RewardModel]:
+def reward_part(cfg: BenchConfig, base, tok, train, val, out_dir: Path) -> tuple[dict, RewardModel]:
+    """Train the reward model (saved to ``out_dir/reward_model``), or load ``--rm-from`` and evaluate it."""
     device = next(base.parameters()).device
+    if cfg.rm_from is not None:
+        rm = load_reward_model(copy.deepcopy(base), cfg.rm_from).eval()
+        after = evaluate_pairs(rm, val, tok.eos_id, cfg.eval_batch)
+        out = dict(loaded_from=cfg.rm_from, n_val=len(val), train_s=None, accuracy_before=None)
+        out |= dict(accuracy=after.accuracy, ece_before=None, ece=after.calibration.ece, loss_before=None)
+        out |= dict(loss=after.loss, r_chosen=after.r_chosen.tolist(), r_rejected=after.r_rejected.tolist())
+        return out, rm
     torch.manual_seed(cfg.seed)
     rm = RewardModel(copy.deepcopy(base)).to(device)
     before = evaluate_pairs(rm, val, tok.eos_id, cfg.eval_batch)
@@ -187,6 +216,8 @@ def reward_part(cfg: BenchConfig, base, tok, train, val) -> tuple[dict, RewardMo
     out |= dict(ece=after.calibration.ece, loss_before=before.loss, loss=after.loss)
     out |= dict(r_chosen=after.r_chosen.tolist(), r_rejected=after.r_rejected.tolist())
     out["train_loss"] = [h["loss"] for h in run.history]
+    if cfg.rm_lora_r is not None:
+        out["saved_to"] = str(save_reward_model(rm, out_dir / "reward_model"))
     return out, rm.eval()
 
 
@@ -240,7 +271,33 @@ def dpo_part(cfg: BenchConfig, base, tok, train, val, rm: RewardModel) -> dict:
     return out
 
 
-# -- 3. SFT ---------------------------------------------------------------------------------------------
+# -- 3. best-of-n ---------------------------------------------------------------------------------------
+
+
+def best_of_n_part(cfg: BenchConfig, base, tok, val, rm: RewardModel) -> dict:
+    """The base policy's ``bon_n`` samples per held-out prompt, scored by the reward model: the mean best
+    score of the first k samples for k = 1, 2, 4, ..., with the analytic KL bound ``log k - (k - 1) / k``."""
+    eos = tok.eos_id
+    prompts = [prompt_ids(p) for p in val[: cfg.bon_prompts]]
+    base.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        results = best_of_n(base, lambda seqs: rm.score(seqs, eos, cfg.eval_batch), prompts, cfg.bon_n,
+                            cfg.gen_tokens, cfg.temperature, eos_id=eos, seed=cfg.seed)  # fmt: skip
+        greedy = [
+            p + c for i, p in enumerate(prompts) for c in sample(base, p, 1, 0.0, cfg, eos, cfg.seed + i)
+        ]
+        greedy_score = float(rm.score(greedy, eos, cfg.eval_batch).mean())
+    ns = [k for k in (2**i for i in range(cfg.bon_n.bit_length())) if k <= cfg.bon_n]
+    ns += [cfg.bon_n] * (ns[-1] != cfg.bon_n)
+    curve = best_of_n_curve(results, ns)
+    out = dict(n_prompts=len(prompts), n=cfg.bon_n, seconds=time.perf_counter() - t0, greedy=greedy_score)
+    out["curve"] = [{"n": k, "score": curve[k], "kl_bound": math.log(k) - (k - 1) / k} for k in ns]
+    out["scores"] = [list(r.scores) for r in results]  # (prompts, n): the spread behind the mean
+    return out
+
+
+# -- 4. SFT ---------------------------------------------------------------------------------------------
 
 
 def sft_data(cfg: BenchConfig, tok):
@@ -284,7 +341,7 @@ def sft_part(cfg: BenchConfig, base, tok, out_dir: Path) -> dict:
     return out
 
 
-# -- 4. our DPO step against TRL's ----------------------------------------------------------------------
+# -- 5. our DPO step against TRL's ----------------------------------------------------------------------
 
 
 def trl_trainer(hf, cfg: BenchConfig, tmp: str):
@@ -382,9 +439,11 @@ def main(cfg: BenchConfig) -> dict:
     if {"reward", "dpo", "trl"} & set(sections):
         train, val, result["pairs"] = preference_data(cfg, tok)
     if "reward" in sections:
-        result["reward"], rm = reward_part(cfg, base, tok, train, val)
+        result["reward"], rm = reward_part(cfg, base, tok, train, val, out)
     if "dpo" in sections:
         result["dpo"] = dpo_part(cfg, base, tok, train, val, rm)
+    if "best_of_n" in sections:
+        result["best_of_n"] = best_of_n_part(cfg, base, tok, val, rm)
     if "sft" in sections:
         result["sft"] = sft_part(cfg, base, tok, out)
     if "trl" in sections:

@@ -1,4 +1,5 @@
-"""The table and the figure of ``python -m rl.bench``: each stage before and after; our DPO step vs TRL."""
+"""The table and the figure of ``python -m rl.bench``: each stage before and after (and the change, which
+unlike a ratio reads the same for negative rewards); best-of-n against n; our DPO step vs TRL."""
 
 import io
 import json
@@ -32,6 +33,11 @@ def rows(result: dict) -> list[tuple[str, float | None, float | None]]:
             ("DPO: RM score, sampled replies", d["rm_sampled_before"], d["rm_sampled_after"]),
             ("DPO: training s", None, d["train_s"]),
         ]  # fmt: skip
+    if "best_of_n" in result:
+        b = result["best_of_n"]
+        out.append((f"best-of-n: RM score, greedy reply ({b['n_prompts']} prompts)", None, b["greedy"]))
+        first = b["curve"][0]["score"]
+        out += [(f"best-of-n: mean RM score of the best of {c['n']}", first, c["score"]) for c in b["curve"]]
     if "sft" in result:
         s = result["sft"]
         out += [
@@ -62,11 +68,20 @@ def report(result: dict) -> str:
         )
     table = rows(result)
     if table:
-        lines.append(f"{'quantity':58s} {'before':>10s} {'after':>10s} {'after/before':>12s}")
+        lines.append(f"{'quantity':58s} {'before':>10s} {'after':>10s} {'change':>10s}")
         for name, before, after in table:
-            ratio = after / before if before not in (None, 0) else None
-            shown = f"{'-':>12s}" if ratio is None else f"{ratio:11.3f}x"
+            change = None if before is None or after is None else after - before
+            shown = f"{'-':>10s}" if change is None else f"{change:+10.4f}"
             lines.append(f"{name:58s} {_num(before)} {_num(after)} {shown}")
+    if "reward" in result and result["reward"].get("loaded_from"):
+        lines.append(f"reward model loaded from {result['reward']['loaded_from']} (not trained in this run)")
+    if "best_of_n" in result:
+        b = result["best_of_n"]
+        bounds = ", ".join(f"n={c['n']}: {c['kl_bound']:.2f}" for c in b["curve"])
+        lines.append(
+            f"best-of-n ('before' is n=1): KL(best-of-n || policy) <= log n - (n-1)/n nats: {bounds}; "
+            f"{b['seconds']:.1f} s"
+        )
     if "trl" in result:
         t = result["trl"]
         verdict = "pass" if t["ratio"] >= t["target"] else "FAIL"
@@ -83,10 +98,10 @@ def report(result: dict) -> str:
 
 
 def figure(result: dict) -> Figure:
-    """Reward-model scores (chosen vs rejected), DPO margins, SFT before/after, DPO step time vs TRL."""
-    fig = Figure(figsize=(14, 3.6))
-    axes = fig.subplots(1, 4)
-    r, d, s, t = (result.get(k) for k in ("reward", "dpo", "sft", "trl"))
+    """Reward-model scores (chosen vs rejected), DPO margins, best-of-n, SFT before/after, DPO vs TRL."""
+    fig = Figure(figsize=(17.5, 3.6))
+    axes = fig.subplots(1, 5)
+    r, d, b, s, t = (result.get(k) for k in ("reward", "dpo", "best_of_n", "sft", "trl"))
     if r:
         lo, hi = min(r["r_chosen"] + r["r_rejected"]), max(r["r_chosen"] + r["r_rejected"])
         bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 1  # shared by both sides
@@ -101,20 +116,29 @@ def figure(result: dict) -> Figure:
         axes[1].axhline(0.0, color="grey", lw=0.5)
         axes[1].set(xlabel="step", title="DPO margins (train batches)")
         axes[1].legend(fontsize=8)
+    if b:
+        ns = [c["n"] for c in b["curve"]]
+        axes[2].plot(ns, [c["score"] for c in b["curve"]], "o-", label="best of n (mean over prompts)")
+        axes[2].axhline(b["greedy"], color="grey", ls="--", lw=1, label="greedy reply")
+        axes[2].set_xscale("log", base=2)
+        axes[2].set(
+            xlabel="n samples", ylabel="reward-model score", title=f"best-of-n ({b['n_prompts']} prompts)"
+        )
+        axes[2].legend(fontsize=8)
     if s:
         names = ["val loss", "GSM8K EM"]
         before, after = [s["val_loss_before"], s["exact_match_before"]], [s["val_loss"], s["exact_match"]]
         for dx, values, label in ((-0.2, before, "before"), (0.2, after, "after")):
-            bars = axes[2].bar([i + dx for i in range(2)], values, width=0.4, label=label)
-            axes[2].bar_label(bars, fmt="%.3g", fontsize=7)
-        axes[2].set_xticks(range(2), names)
-        axes[2].set_title("SFT (LoRA) before / after")
-        axes[2].legend(fontsize=8)
+            bars = axes[3].bar([i + dx for i in range(2)], values, width=0.4, label=label)
+            axes[3].bar_label(bars, fmt="%.3g", fontsize=7)
+        axes[3].set_xticks(range(2), names)
+        axes[3].set_title("SFT (LoRA) before / after")
+        axes[3].legend(fontsize=8)
     if t:
-        bars = axes[3].bar(["ours", "TRL"], [t["ours_s"], t["trl_s"]], color=["tab:blue", "tab:gray"])
-        axes[3].bar_label(bars, fmt="%.3g", fontsize=7)
-        axes[3].set(ylabel="seconds per DPO step", title=f"DPO step: TRL/ours {t['ratio']:.2f}x")
-    for ax, part in zip(axes, (r, d, s, t), strict=True):
+        bars = axes[4].bar(["ours", "TRL"], [t["ours_s"], t["trl_s"]], color=["tab:blue", "tab:gray"])
+        axes[4].bar_label(bars, fmt="%.3g", fontsize=7)
+        axes[4].set(ylabel="seconds per DPO step", title=f"DPO step: TRL/ours {t['ratio']:.2f}x")
+    for ax, part in zip(axes, (r, d, b, s, t), strict=True):
         if not part:
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()

@@ -18,18 +18,25 @@ Neural Networks", section 2).
 Reference: Ouyang et al. 2022 (InstructGPT, section 3.5); Touvron et al. 2023 (Llama 2, eq. 1-2, the
 margin); TRL ``RewardTrainer`` (trl/trainer/reward_trainer.py), which reads the score at the last
 non-pad token the same way.
+
+:func:`save_reward_model` writes what training changed, a LoRA adapter in peft's format
+(``lora.save_adapter``) and the head (``reward_head.safetensors``); :func:`load_reward_model` puts them
+back on a fresh copy of the same base model.
 """
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpt.model import GPT, IGNORE_INDEX
-from lora.inject import inject_lora
+from gpt.training.checkpoint import write_atomic
+from lora.adapter_io import load_adapter, save_adapter
+from lora.inject import inject_lora, lora_layers
 from rl.preferences import PairExample, seeded_batches
 
 
@@ -269,3 +276,42 @@ def train_reward_model(
                 {"step": step, "accuracy": final.accuracy, "loss": final.loss, "ece": final.calibration.ece}
             )
     return RewardRun(history, evals, final, seconds)
+
+
+HEAD_NAME = "reward_head.safetensors"
+
+
+def save_reward_model(rm: RewardModel, directory) -> Path:
+    """Write ``rm``'s LoRA adapter (peft's format) and its head to ``directory``, each file atomically."""
+    from safetensors.torch import save
+
+    if not lora_layers(rm.backbone):
+        raise ValueError(
+            "save_reward_model stores a LoRA adapter and the head; this backbone has no LoRA layers (trained "
+            "with lora_r=None): save its whole state_dict instead"
+        )
+    directory = save_adapter(rm.backbone, directory)
+    head = {k: v.detach().cpu().contiguous() for k, v in rm.head.state_dict().items()}
+    write_atomic(directory / HEAD_NAME, save(head))
+    return directory
+
+
+def load_reward_model(backbone: GPT, directory) -> RewardModel:
+    """A RewardModel on ``backbone`` (the base it was trained from; changed in place) with the adapter and
+    head saved in ``directory``; ValueError names a missing file or a head of the wrong width."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / HEAD_NAME
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: {directory} is not a folder save_reward_model wrote")
+    rm = RewardModel(backbone)
+    head = load_file(path)
+    width = backbone.config.n_embd
+    if head.keys() != {"weight", "bias"} or tuple(head["weight"].shape) != (1, width):
+        shapes = {k: tuple(v.shape) for k, v in head.items()}
+        raise ValueError(
+            f"{path} holds {shapes}; a head for this backbone is weight (1, {width}) and bias (1,)"
+        )
+    load_adapter(rm.backbone, directory)
+    rm.head.load_state_dict(head)
+    return rm.to(next(backbone.parameters()).device)

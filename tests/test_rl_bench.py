@@ -49,6 +49,27 @@ def test_the_bench_runs_every_part_and_writes_json_and_png(smoke_run):
     assert len(saved["dpo"]["history"]) == result["config"]["dpo_steps"]
     assert 0.0 <= saved["sft"]["exact_match"] <= 1.0 and saved["sft"]["n_test"] == 2
     assert saved["sft"]["val_loss"] != saved["sft"]["val_loss_before"]  # LoRA trained
+    bon, cfg = saved["best_of_n"], result["config"]
+    assert [c["n"] for c in bon["curve"]] == [1, 2, 4] == [k for k in (1, 2, 4) if k <= cfg["bon_n"]]
+    assert len(bon["scores"]) == cfg["bon_prompts"] and all(len(s) == cfg["bon_n"] for s in bon["scores"])
+    for c in bon["curve"]:  # each point is the mean over prompts of the best of the first n samples
+        assert c["score"] == pytest.approx(sum(max(s[: c["n"]]) for s in bon["scores"]) / len(bon["scores"]))
+        assert c["kl_bound"] == pytest.approx(math.log(c["n"]) - (c["n"] - 1) / c["n"])
+
+
+def test_a_saved_reward_model_is_evaluated_again_with_rm_from(smoke_run, tmp_path):
+    """--rm-from loads the folder the reward part wrote and scores the same held-out pairs the same way."""
+    result, out, _ = smoke_run
+    folder = out / "reward_model"
+    assert result["reward"]["saved_to"] == str(folder)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        again = main(smoke_config(part="best_of_n", rm_from=str(folder), out=str(tmp_path), threads=1))
+    loaded = again["reward"]
+    assert loaded["loaded_from"] == str(folder) and loaded["train_s"] is None
+    assert loaded["accuracy"] == result["reward"]["accuracy"]
+    torch.testing.assert_close(torch.tensor(loaded["r_chosen"]), torch.tensor(result["reward"]["r_chosen"]))
+    assert again["best_of_n"]["scores"] == result["best_of_n"]["scores"]  # same seed, same scorer
+    assert "not trained in this run" in printed.getvalue()
 
 
 def test_our_dpo_step_computes_trls_loss_on_the_same_batch(smoke_run):
@@ -69,7 +90,8 @@ def test_the_printed_table_is_the_jsons_numbers(smoke_run):
     assert table in printed  # the table printed is the one rebuilt from bench.json alone
     lines = printed.splitlines()
     named = rows(saved)
-    assert len(named) == 14  # 4 reward-model rows, 7 DPO, 3 SFT
+    n_curve = len(saved["best_of_n"]["curve"])
+    assert len(named) == 4 + 7 + 1 + n_curve + 3  # reward model, DPO, best-of-n (greedy + curve), SFT
     for name, before, after in named:
         (line,) = [line for line in lines if line.startswith(name)]
         assert f"{after:10.4f}" in line and (before is None or f"{before:10.4f}" in line)

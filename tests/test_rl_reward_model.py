@@ -18,6 +18,8 @@ from rl.reward_model import (
     calibration,
     collate_sequences,
     evaluate_pairs,
+    load_reward_model,
+    save_reward_model,
     train_reward_model,
 )
 
@@ -161,6 +163,38 @@ def test_lora_reward_model_trains_only_adapters_and_head():
         assert torch.equal(after[k2], v), f"base weight {k} changed"
     assert not torch.equal(rm.head.weight, head_before)
     assert any(after[k].abs().sum() > 0 for k in lora_keys if "lora_B" in k)
+
+
+def test_a_saved_lora_reward_model_loads_onto_a_fresh_base_with_equal_scores(tmp_path):
+    pairs = synthetic_pairs(32, seed=5)
+    rm = RewardModel(tiny_gpt(seed=6))
+    train_reward_model(rm, pairs, RewardTrainConfig(steps=3, batch_size=8, lr=1e-2, lora_r=4, progress=False))
+    rm.eval()
+    folder = save_reward_model(rm, tmp_path / "rm")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "reward_head.safetensors",
+    ]
+    loaded = load_reward_model(tiny_gpt(seed=6), folder).eval()
+    seqs = [list(range(1, 9)), list(range(3, 20)), [5, 6]]
+    fresh = RewardModel(tiny_gpt(seed=6)).eval()
+    assert not torch.allclose(fresh.score(seqs, PAD), rm.score(seqs, PAD))  # the files carry the training
+    torch.testing.assert_close(loaded.score(seqs, PAD), rm.score(seqs, PAD), rtol=0, atol=1e-6)
+
+
+def test_saving_and_loading_reward_models_refuse_what_they_cannot_carry(tmp_path):
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        save_reward_model(RewardModel(tiny_gpt()), tmp_path / "full")
+    with pytest.raises(ValueError, match="is missing"):
+        load_reward_model(tiny_gpt(), tmp_path / "nowhere")
+    rm = RewardModel(tiny_gpt(seed=1))
+    train_reward_model(
+        rm, synthetic_pairs(8, seed=2), RewardTrainConfig(steps=1, batch_size=4, lora_r=2, progress=False)
+    )
+    folder = save_reward_model(rm, tmp_path / "rm")
+    with pytest.raises(ValueError, match=r"weight \(1, 48\)"):
+        load_reward_model(tiny_gpt(n_embd=48), folder)
 
 
 def test_a_lora_reward_model_on_smollm2_scores_hh_pairs(smollm2_file, data_file):
