@@ -57,6 +57,7 @@ from lora.evaluation import gsm8k_exact_match, masked_loss
 from lora.examples import collate
 from lora.finetune import FinetuneConfig, finetune, load_base
 from lora.inject import inject_lora
+from lora.packing import padding_counts
 from rl.bench_report import plot, report, write_json
 from rl.best_of_n import best_of_n, best_of_n_curve, generate_completions
 from rl.dpo import DPOConfig, dpo_step, frozen_reference, kl_to_reference, train_dpo
@@ -336,6 +337,10 @@ def sft_part(cfg: BenchConfig, base, tok, out_dir: Path) -> dict:
     history = finetune(model, train, val, ft, pad_id=tok.eos_id)
     loss_after, em_after = measure()
     out = dict(n_train=len(train), n_val=len(val), n_test=len(test), per_source=per_source)
+    pc = padding_counts([len(e.input_ids) for e in train], cfg.sft_max_len)
+    out |= dict(pack_T=pc.T, rows_unpacked=len(train), rows_packed=pc.packed_rows, padding_saved=pc.saved)
+    out |= dict(padding_unpacked=pc.unpacked_padding / (len(train) * pc.T))
+    out |= dict(padding_packed=pc.packed_padding / (pc.packed_rows * pc.T))
     out |= dict(val_loss_before=loss_before, val_loss=loss_after, exact_match_before=em_before)
     out |= dict(exact_match=em_after, train_s=history["wall_s"], step_s=history["step_time_s"])
     return out

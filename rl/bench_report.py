@@ -45,6 +45,13 @@ def rows(result: dict) -> list[tuple[str, float | None, float | None]]:
             (f"SFT: GSM8K exact match (first {s['n_test']} test)", s["exact_match_before"], s["exact_match"]),
             ("SFT: training s", None, s["train_s"]),
         ]
+        if "padding_saved" in s:  # one conversation per row (before) against packed rows (after)
+            T = s["pack_T"]
+            out += [
+                (f"SFT: rows of {T} tokens for the training set", s["rows_unpacked"], s["rows_packed"]),
+                (f"SFT: padding share of rows of {T} tokens", s["padding_unpacked"], s["padding_packed"]),
+                ("SFT: share of padding packing saves", None, s["padding_saved"]),
+            ]
     return out
 
 

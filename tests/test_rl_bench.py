@@ -49,6 +49,12 @@ def test_the_bench_runs_every_part_and_writes_json_and_png(smoke_run):
     assert len(saved["dpo"]["history"]) == result["config"]["dpo_steps"]
     assert 0.0 <= saved["sft"]["exact_match"] <= 1.0 and saved["sft"]["n_test"] == 2
     assert saved["sft"]["val_loss"] != saved["sft"]["val_loss_before"]  # LoRA trained
+    sft = saved["sft"]
+    assert 1 <= sft["rows_packed"] <= sft["rows_unpacked"] == sft["n_train"]
+    saved_share = 1 - sft["padding_packed"] * sft["rows_packed"] / (
+        sft["padding_unpacked"] * sft["rows_unpacked"]
+    )
+    assert sft["padding_saved"] == pytest.approx(saved_share)
     bon, cfg = saved["best_of_n"], result["config"]
     assert [c["n"] for c in bon["curve"]] == [1, 2, 4] == [k for k in (1, 2, 4) if k <= cfg["bon_n"]]
     assert len(bon["scores"]) == cfg["bon_prompts"] and all(len(s) == cfg["bon_n"] for s in bon["scores"])
@@ -91,7 +97,7 @@ def test_the_printed_table_is_the_jsons_numbers(smoke_run):
     lines = printed.splitlines()
     named = rows(saved)
     n_curve = len(saved["best_of_n"]["curve"])
-    assert len(named) == 4 + 7 + 1 + n_curve + 3  # reward model, DPO, best-of-n (greedy + curve), SFT
+    assert len(named) == 4 + 7 + 1 + n_curve + 6  # reward model, DPO, best-of-n (greedy + curve), SFT
     for name, before, after in named:
         (line,) = [line for line in lines if line.startswith(name)]
         assert f"{after:10.4f}" in line and (before is None or f"{before:10.4f}" in line)
