@@ -73,11 +73,11 @@ PAGE = """<!doctype html>
     <h2>Rubric</h2>
     <p id="rubric"></p>
     <div class="actions" role="group" aria-label="Rating from 1 to 5">
-      <button data-rating="1" aria-keyshortcuts="1"><kbd>1</kbd></button>
-      <button data-rating="2" aria-keyshortcuts="2"><kbd>2</kbd></button>
-      <button data-rating="3" aria-keyshortcuts="3"><kbd>3</kbd></button>
-      <button data-rating="4" aria-keyshortcuts="4"><kbd>4</kbd></button>
-      <button data-rating="5" aria-keyshortcuts="5"><kbd>5</kbd></button>
+      <button data-rating="1" aria-keyshortcuts="1" aria-label="Rating 1 of 5"><kbd>1</kbd></button>
+      <button data-rating="2" aria-keyshortcuts="2" aria-label="Rating 2 of 5"><kbd>2</kbd></button>
+      <button data-rating="3" aria-keyshortcuts="3" aria-label="Rating 3 of 5"><kbd>3</kbd></button>
+      <button data-rating="4" aria-keyshortcuts="4" aria-label="Rating 4 of 5"><kbd>4</kbd></button>
+      <button data-rating="5" aria-keyshortcuts="5" aria-label="Rating 5 of 5"><kbd>5</kbd></button>
     </div>
   </section>
   <section id="finished" hidden>
