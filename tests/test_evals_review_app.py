@@ -203,6 +203,7 @@ def test_undo_through_the_api(served):
             "not valid JSON",
         ),
         ("[1, 2]", "application/json", 400, "a JSON object, got list"),
+        ('{"key": "' + "k" * 70000 + '"}', "application/json", 413, "over the limit of 65536 bytes"),
         ('{"key": "k", "rater": "ada", "item_id": "s0", "rating": 3}', "text/plain", 415, "application/json"),
     ],
 )
@@ -280,6 +281,7 @@ def test_killed_server_keeps_every_acknowledged_label(tmp_path):
             line = proc.stdout.readline()
             assert line, f"the server exited ({proc.wait()}) before printing its URL"
             url = next((w for w in line.split() if w.startswith("http://")), None)
+        assert url.startswith("http://127.0.0.1:")  # loopback unless --host says otherwise
         acknowledged, client = [], Client(url.rstrip("/"))
         for k, item in enumerate(ITEMS[25:37]):
             body = {"key": f"k-{item['id']}", "rater": "ada", "item_id": item["id"], "rating": 1 + k % 5}

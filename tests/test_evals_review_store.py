@@ -56,6 +56,10 @@ def test_newer_or_foreign_database_is_refused(tmp_path):
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ValueError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade"):
         ReviewStore(newer)
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = -1")
+    with pytest.raises(ValueError, match="schema version -1, this code reads version 1: give a new --db"):
+        ReviewStore(newer)
     foreign = tmp_path / "foreign.sqlite"
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE t (x)")

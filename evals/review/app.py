@@ -74,9 +74,11 @@ async def _body(request: Request) -> dict:
     """The POSTed JSON object; 415 unless it is sent as JSON, 400 unless it parses to an object."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise LabelError("send the body as Content-Type: application/json", status=415)
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise LabelError(f"the body has {len(raw)} bytes, the limit is {MAX_BODY}", status=413)
+    raw = b""
+    async for chunk in request.stream():  # read no further than the limit
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise LabelError(f"the body is over the limit of {MAX_BODY} bytes", status=413)
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -88,16 +88,15 @@ class ReviewStore:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 10000")  # another process (an export) may hold the lock
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        if version == 0 and self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             self.db.close()
-            raise ValueError(
-                f"{self.path} has review schema version {version}, this code reads up to {SCHEMA_VERSION}: "
-                "upgrade llm-course, or give a new --db"
-            )
+            raise ValueError(f"{self.path} is an SQLite file but not a review database: give a new --db")
+        if version not in (0, SCHEMA_VERSION):
+            self.db.close()
+            fix = "upgrade llm-course, or give a new --db" if version > SCHEMA_VERSION else "give a new --db"
+            known = f"this code reads version {SCHEMA_VERSION}"
+            raise ValueError(f"{self.path} has review schema version {version}, {known}: {fix}")
         if version == 0:
-            if self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                self.db.close()
-                raise ValueError(f"{self.path} is an SQLite file but not a review database: give a new --db")
             self.db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")  # a commit is on disk before the client hears of it
