@@ -94,9 +94,7 @@ def plot_scores(
             raise ValueError(
                 f"model {model!r} has tasks {list(per_task)}, the first model {tasks}; align them"
             )
-    fig = Figure(
-        figsize=(max(4.0, 1.2 * len(tasks) * max(1, len(scores)) / 2 + 2), 3.5), layout="constrained"
-    )
+    fig = Figure(figsize=(max(4.0, 1.0 + 0.6 * len(tasks) * len(scores)), 3.5), layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / len(scores)
     for m, (model, per_task) in enumerate(scores.items()):
