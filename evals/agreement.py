@@ -23,6 +23,7 @@ A comparison is a tuple ``(a, b, score)``: score 1 when a wins, 0 when b wins, 0
 """
 
 import math
+import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -96,8 +97,9 @@ def krippendorff_alpha(data, level: str = "interval") -> float:
     counts, m = counts[m >= 2], m[m >= 2]  # only units with two or more labels are pairable
     if not len(m):
         raise ValueError("no unit has labels from two raters: nothing to agree on")
-    pairs = counts[:, :, None] * counts[:, None, :] - counts[:, :, None] * np.eye(len(values))  # (N, V, V)
-    o = (pairs / (m - 1)[:, None, None]).sum(0)  # (V, V) coincidences
+    # coincidences: each unit's ordered pairs of values from different raters, weighted 1 / (m_u - 1)
+    scaled = counts / (m - 1)[:, None]  # (N, V)
+    o = scaled.T @ counts - np.diag(scaled.sum(0))  # (V, V)
     n_v = o.sum(0)
     e = (np.outer(n_v, n_v) - np.diag(n_v)) / (n_v.sum() - 1)  # (V, V) expected by chance
     d = _distances(values, n_v, level)
@@ -161,10 +163,13 @@ def _bradley_terry(a, b, s, names: list, tol: float = 1e-12, max_iter: int = 100
         p = np.exp(log_p)
         new = np.log(wins / (N / (p[:, None] + p[None, :])).sum(1))  # Hunter 2004, eq. (3)
         new -= new.mean()
-        done = np.abs(new - log_p).max() < tol
+        step = np.abs(new - log_p).max()
         log_p = new
-        if done:
-            break
+        if step < tol:
+            return log_p
+    warnings.warn(
+        f"Bradley-Terry MM stopped at max_iter={max_iter} with a step of {step:.1e} > tol={tol}", stacklevel=3
+    )
     return log_p
 
 

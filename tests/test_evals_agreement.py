@@ -185,5 +185,7 @@ def test_bad_inputs_are_clear_errors():
         elo([("a", "a", 1)])
     with pytest.raises(ValueError, match=r"never won or never lost: \['a'\]"):
         bradley_terry([("a", "b", 1), ("a", "c", 1), ("b", "c", 0.5)])
+    with pytest.warns(UserWarning, match="stopped at max_iter=3"):
+        bradley_terry(simulate(TRUE, 200, seed=5), max_iter=3)
     with pytest.raises(ValueError, match="method='trueskill'"):
         leaderboard([("a", "b", 1)], method="trueskill")
