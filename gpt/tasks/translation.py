@@ -158,8 +158,16 @@ def translate(
     return out
 
 
-def train(cfg: TranslationConfig) -> tuple[T5, Seq2SeqVocab, dict]:
-    """Train BPE and a T5 on Multi30k train for the budget; returns (model, vocab, training stats)."""
+def train(cfg: TranslationConfig, snapshot_fractions=()) -> tuple[T5, Seq2SeqVocab, dict]:
+    """Train BPE and a T5 on Multi30k train for the budget; returns (model, vocab, training stats).
+
+    With ``snapshot_fractions`` (each in (0, 1)), ``stats["snapshots"]`` lists a copy of the weights taken
+    after the first step at which that share of the run has passed (of the wall-clock budget or of
+    ``max_steps``, whichever is further, as the learning-rate schedule counts it): ``{"fraction", "step",
+    "state_dict"}`` each, in increasing order. Taking them does not change the training itself."""
+    fractions = sorted(snapshot_fractions)
+    if any(not 0 < f < 1 for f in fractions) or len(set(fractions)) != len(fractions):
+        raise ValueError(f"snapshot_fractions={snapshot_fractions!r}; pass distinct shares in (0, 1)")
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -177,7 +185,7 @@ def train(cfg: TranslationConfig) -> tuple[T5, Seq2SeqVocab, dict]:
         flush=True,
     )
     g = torch.Generator().manual_seed(cfg.seed)
-    budget_s, start, step, losses = cfg.budget_minutes * 60, time.time(), 0, []
+    budget_s, start, step, losses, snapshots = cfg.budget_minutes * 60, time.time(), 0, [], []
     model.train()
     while step < cfg.max_steps and time.time() - start < budget_s:
         progress = max(step / cfg.max_steps, (time.time() - start) / budget_s)
@@ -201,6 +209,9 @@ def train(cfg: TranslationConfig) -> tuple[T5, Seq2SeqVocab, dict]:
         opt.step()
         losses.append(loss.item())
         step += 1
+        done = max(step / cfg.max_steps, (time.time() - start) / budget_s)
+        while len(snapshots) < len(fractions) and done >= fractions[len(snapshots)]:
+            snapshots.append(_snapshot(model, fractions[len(snapshots)], step))
         if step % 100 == 0:
             print(
                 f"step {step}: loss {sum(losses[-100:]) / 100:.3f}, lr {lr:.2e}, {time.time() - start:.0f} s",
@@ -212,7 +223,15 @@ def train(cfg: TranslationConfig) -> tuple[T5, Seq2SeqVocab, dict]:
         final_train_loss=round(sum(losses[-50:]) / len(losses[-50:]), 3),
         losses=losses,
     )
+    if fractions:  # a share the clock passed after the last check is taken at the end
+        snapshots += [_snapshot(model, f, step) for f in fractions[len(snapshots) :]]
+        stats["snapshots"] = snapshots
     return model, vocab, stats
+
+
+def _snapshot(model: T5, fraction: float, step: int) -> dict:
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return dict(fraction=fraction, step=step, state_dict=state)
 
 
 def main(cfg: TranslationConfig) -> dict:
