@@ -1,0 +1,236 @@
+"""Do reference-free scores agree with people? Predicting HH-RLHF's human choices without a reference.
+
+What it teaches: with no reference answer, a method can still be checked against human judgements. Each
+HH-RLHF harmless-base record is a conversation and two final replies, one of which a person chose. Each
+method predicts which:
+
+- **perplexity** of the reply given the conversation (``evals.reference_free``): the likelier reply is
+  predicted chosen. People preferred the *harmless* reply, not the likely one, so there is no reason for
+  this to work well; measuring it says so with an interval;
+- **the judge's single-answer grade** (``evals.judge.grade``): each reply graded 1-5 on its own; the
+  higher expected grade is predicted chosen;
+- **the judge's pairwise verdict** (``evals.judge.compare``): both replies in one prompt, in both orders;
+  a verdict that flips with the order (or is too close) is a tie. Accuracy is reported over the decided
+  pairs and over all pairs with a tie as half, beside the tie rate.
+
+Any other scorer plugs in as ``scorers[name] = callable(prompt_messages, reply) -> float`` (higher:
+predicted chosen), e.g. a trained reward model. Accuracy comes with a percentile bootstrap 95% interval
+(``evals.metrics.bootstrap_ci``) over the pairs, and the methods' predictions are compared with each
+other (Cohen's kappa, ``evals.agreement``).
+
+The data contain offensive text (the source's content warning): results name record indices, never text.
+References: Bai et al. 2022 (the HH-RLHF data); Zheng et al. 2023 (LLM judges, position swap).
+"""
+
+import gzip
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evals.agreement import cohen_kappa
+from evals.backend import GPTBackend
+from evals.judge import GRADE_V1, PAIRWISE_V1, LabelScorer, compare, grade, position_consistency
+from evals.metrics import bootstrap_ci
+from evals.reference_free import perplexities
+from gpt.data.paths import dataset_path
+
+HH_FILE = ("hh_rlhf_harmless_base", "test.jsonl.gz")
+# The HH transcript format as rl.preferences.parse_transcript reads it (a minimal copy: evals sits below rl).
+TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+ROLES = {"Human": "user", "Assistant": "assistant"}
+
+# (prompt messages, reply) -> score, higher: predicted to be the reply people chose
+Scorer = Callable[[list[dict], str], float]
+
+
+@dataclass(frozen=True)
+class HHPair:
+    index: int  # line number (0-based) in the source file
+    prompt: tuple[dict, ...]  # the conversation so far, ending with a user turn
+    chosen: str
+    rejected: str
+
+
+def parse_transcript(text: str, index: int) -> list[dict]:
+    """``"\\n\\nHuman: a\\n\\nAssistant: b"`` -> chat messages; consecutive turns of one speaker merged."""
+    parts = TURN.split(text)  # ["", speaker, content, speaker, content, ...]
+    if len(parts) < 3 or parts[0] != "":
+        raise ValueError(f"record {index}: a transcript must start with '\\n\\nHuman: ' (HH format)")
+    messages = []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
+        if messages and messages[-1]["role"] == ROLES[speaker]:
+            messages[-1]["content"] += "\n\n" + content.strip()
+        else:
+            messages.append({"role": ROLES[speaker], "content": content.strip()})
+    return messages
+
+
+def load_hh_pairs(path: str | Path | None = None) -> tuple[list[HHPair], dict]:
+    """Every usable pair of HH-RLHF harmless-base test and a count of what was dropped: identical replies
+    (no preference), an empty reply (nothing to score) or transcripts that differ before the last reply."""
+    path = dataset_path(*HH_FILE) if path is None else Path(path)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    pairs, dropped = [], {"identical": 0, "empty": 0, "malformed": 0}
+    for index, line in enumerate(lines):
+        record = json.loads(line)
+        chosen, rejected = (parse_transcript(record[k], index) for k in ("chosen", "rejected"))
+        if chosen[:-1] != rejected[:-1] or chosen[-1]["role"] != "assistant" or chosen[-2:-1] == []:
+            dropped["malformed"] += 1
+        elif chosen[-1]["content"] == rejected[-1]["content"]:
+            dropped["identical"] += 1
+        elif not chosen[-1]["content"] or not rejected[-1]["content"]:
+            dropped["empty"] += 1
+        else:
+            pairs.append(HHPair(index, tuple(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]))
+    return pairs, {"records": len(lines), "kept": len(pairs), **dropped}
+
+
+def transcript(messages: Sequence[dict]) -> str:
+    """The conversation as the judge reads it: ``Human: ...`` / ``Assistant: ...`` turns."""
+    names = {v: k for k, v in ROLES.items()}
+    return "\n".join(f"{names[m['role']]}: {m['content']}" for m in messages)
+
+
+def choose_pairs(
+    pairs: Sequence[HHPair], n: int, seed: int, fits: Callable[[HHPair], bool]
+) -> tuple[list, int]:
+    """The first ``n`` pairs of a seeded permutation that ``fits`` accepts, in file order, and how many
+    were skipped on the way (too long for the model)."""
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n={n!r}: pass at least 2 pairs (an interval needs more than one)")
+    chosen, skipped = [], 0
+    for i in np.random.default_rng(seed).permutation(len(pairs)).tolist():
+        if len(chosen) == n:
+            break
+        if fits(pairs[i]):
+            chosen.append(pairs[i])
+        else:
+            skipped += 1
+    if len(chosen) < n:
+        raise ValueError(f"only {len(chosen)} of {len(pairs)} pairs fit the model; ask for fewer than {n}")
+    return sorted(chosen, key=lambda p: p.index), skipped
+
+
+class PerplexityScorer:
+    """Minus the reply's mean NLL per token given the chat-templated conversation (lower perplexity ->
+    higher score)."""
+
+    def __init__(self, backend: GPTBackend):
+        self.backend = backend
+
+    def score_batch(self, prompts: list[list[dict]], replies: list[str]) -> list[float]:
+        contexts = [self.backend.chat_template(list(p)) for p in prompts]
+        return [-p.mean_nll for p in perplexities(self.backend, replies, contexts)]
+
+    def __call__(self, prompt: list[dict], reply: str) -> float:
+        return self.score_batch([prompt], [reply])[0]
+
+
+class GradeScorer:
+    """The judge's expected 1-5 grade of the reply (``evals.judge.grade``, G-Eval weighting)."""
+
+    def __init__(self, label_scorer: LabelScorer):
+        self.label_scorer = label_scorer
+
+    def score_batch(self, prompts: list[list[dict]], replies: list[str]) -> list[float]:
+        items = [{"question": transcript(p), "answer": r} for p, r in zip(prompts, replies, strict=True)]
+        return [g["expected"] for g in grade(self.label_scorer, items, GRADE_V1)]
+
+    def __call__(self, prompt: list[dict], reply: str) -> float:
+        return self.score_batch([prompt], [reply])[0]
+
+
+def score_pairs(scorer: Scorer, pairs: Sequence[HHPair]) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen scores, rejected scores), each (n,); batched when the scorer has ``score_batch``."""
+    prompts = [list(p.prompt) for p in pairs] * 2
+    replies = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    batch = getattr(scorer, "score_batch", None)
+    out = batch(prompts, replies) if batch else [scorer(p, r) for p, r in zip(prompts, replies, strict=True)]
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != (len(replies),) or not np.isfinite(out).all():
+        raise ValueError(
+            f"a scorer must return one finite float per reply; got {out.shape} for {len(replies)}"
+        )
+    return out[: len(pairs)], out[len(pairs) :]
+
+
+def accuracy(correct: Sequence[float], seed: int = 0) -> dict:
+    """Mean of per-pair credit (1 right, 0.5 tie, 0 wrong) with its bootstrap 95% interval."""
+    x = np.asarray(correct, dtype=np.float64)
+    if x.size == 0:
+        return {"accuracy": None, "ci95": None, "n": 0}
+    lo, hi = bootstrap_ci(x, seed=seed)
+    return {"accuracy": float(x.mean()), "ci95": [lo, hi], "n": int(x.size)}
+
+
+def judge_pairwise(
+    label_scorer: LabelScorer, pairs: Sequence[HHPair], seed: int = 0, margin: float = 0.1
+) -> dict:
+    """``evals.judge.compare`` on each pair, the chosen reply shown as A or B by a seeded coin (both orders
+    are judged anyway); per-pair prediction +1 (chosen), -1 (rejected) or 0 (tie)."""
+    chosen_first = np.random.default_rng(seed).random(len(pairs)) < 0.5
+    items = [
+        {"question": transcript(p.prompt), "answer_a": a, "answer_b": b}
+        for p, first in zip(pairs, chosen_first, strict=True)
+        for a, b in [(p.chosen, p.rejected) if first else (p.rejected, p.chosen)]
+    ]
+    records = compare(label_scorer, items, PAIRWISE_V1, margin)
+    winner = {"A": 1, "B": -1, "tie": 0}
+    pred = np.array(
+        [winner[r["verdict"]] * (1 if f else -1) for r, f in zip(records, chosen_first, strict=True)]
+    )
+    return {"prediction": pred, "consistency": position_consistency(records)}
+
+
+def compare_preferences(
+    pairs: Sequence[HHPair],
+    scorers: dict[str, Scorer],
+    judge: LabelScorer | None = None,
+    seed: int = 0,
+    margin: float = 0.1,
+) -> dict:
+    """Each scorer's and the pairwise judge's accuracy at predicting the chosen reply, the methods'
+    agreement (Cohen's kappa on predictions +1/0/-1), and the pairs where they disagree (by index)."""
+    if not scorers and judge is None:
+        raise ValueError("nothing to compare: pass scorers {name: callable} and/or a judge LabelScorer")
+    methods, predictions = {}, {}
+    for name, scorer in scorers.items():
+        c, r = score_pairs(scorer, pairs)
+        pred = np.sign(c - r).astype(int)
+        predictions[name] = pred
+        methods[name] = {**accuracy((pred + 1) / 2, seed), "ties": int((pred == 0).sum())}
+        methods[name]["margin_mean"] = float((c - r).mean())
+    if judge is not None:
+        verdict = judge_pairwise(judge, pairs, seed, margin)
+        pred = predictions["judge pairwise"] = verdict["prediction"]
+        decided = pred[pred != 0]
+        methods["judge pairwise"] = {
+            **accuracy((pred + 1) / 2, seed),  # a tie counts half
+            "ties": int((pred == 0).sum()),
+            "decided": accuracy((decided + 1) / 2, seed),
+            **{k: verdict["consistency"][k] for k in ("flip_rate", "consistency")},
+        }
+    names = list(predictions)
+    kappa = {a: {b: _kappa(predictions[a], predictions[b]) for b in names} for a in names}
+    stacked = np.stack([predictions[n] for n in names])  # (methods, pairs)
+    split = np.flatnonzero((stacked != stacked[0]).any(axis=0))
+    return {
+        "n_pairs": len(pairs),
+        "indices": [p.index for p in pairs],
+        "methods": methods,
+        "predictions": {n: p.tolist() for n, p in predictions.items()},
+        "kappa": kappa,
+        "disagreements": [
+            {"index": pairs[j].index, **{n: int(predictions[n][j]) for n in names}} for j in split
+        ],
+    }
+
+
+def _kappa(a: np.ndarray, b: np.ndarray) -> float | None:
+    k = cohen_kappa(a.tolist(), b.tolist(), labels=[-1, 0, 1])
+    return float(k) if np.isfinite(k) else None
