@@ -190,6 +190,13 @@ def test_pairwise_judge_position_swap_by_hand():
     good = compare_preferences(pairs, {}, judge=prefers_good)["methods"]["judge pairwise"]
     assert good["accuracy"] == 1.0 and good["ties"] == 0 and good["flip_rate"] == 0.0
     assert good["decided"]["ci95"] == [1.0, 1.0]
+    # longest first, "good" chosen only at even i: predictions come back in the pairs' own order
+    mixed = [_pair(i, *(("good", "bad") if i % 2 == 0 else ("bad", "good"))) for i in range(6)]
+    mixed = [
+        HHPair(p.index, p.prompt, p.chosen + "!" * (20 - 3 * i), p.rejected) for i, p in enumerate(mixed)
+    ]
+    pred = compare_preferences(mixed, {}, judge=prefers_good)["predictions"]["judge pairwise"]
+    assert pred == [1, -1, 1, -1, 1, -1]
 
 
 def test_hh_parsing_matches_rl_preferences(data_file):

@@ -145,10 +145,20 @@ class GradeScorer:
         return self.score_batch([prompt], [reply])[0]
 
 
+def _by_length(pairs: Sequence[HHPair]) -> np.ndarray:
+    """(n,) pair order, shortest first: a padded batch then holds texts of similar length."""
+    return np.argsort(
+        [len(transcript(p.prompt)) + len(p.chosen) + len(p.rejected) for p in pairs], kind="stable"
+    )
+
+
 def score_pairs(scorer: Scorer, pairs: Sequence[HHPair]) -> tuple[np.ndarray, np.ndarray]:
-    """(chosen scores, rejected scores), each (n,); batched when the scorer has ``score_batch``."""
-    prompts = [list(p.prompt) for p in pairs] * 2
-    replies = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    """(chosen scores, rejected scores), each (n,) in ``pairs``' order; batched (by length) when the
+    scorer has ``score_batch``."""
+    order = _by_length(pairs)
+    ordered = [pairs[j] for j in order]
+    prompts = [list(p.prompt) for p in ordered] * 2
+    replies = [p.chosen for p in ordered] + [p.rejected for p in ordered]
     batch = getattr(scorer, "score_batch", None)
     out = batch(prompts, replies) if batch else [scorer(p, r) for p, r in zip(prompts, replies, strict=True)]
     out = np.asarray(out, dtype=np.float64)
@@ -156,7 +166,9 @@ def score_pairs(scorer: Scorer, pairs: Sequence[HHPair]) -> tuple[np.ndarray, np
         raise ValueError(
             f"a scorer must return one finite float per reply; got {out.shape} for {len(replies)}"
         )
-    return out[: len(pairs)], out[len(pairs) :]
+    chosen, rejected = np.empty(len(pairs)), np.empty(len(pairs))
+    chosen[order], rejected[order] = out[: len(pairs)], out[len(pairs) :]
+    return chosen, rejected
 
 
 def accuracy(correct: Sequence[float], seed: int = 0) -> dict:
@@ -174,16 +186,18 @@ def judge_pairwise(
     """``evals.judge.compare`` on each pair, the chosen reply shown as A or B by a seeded coin (both orders
     are judged anyway); per-pair prediction +1 (chosen), -1 (rejected) or 0 (tie)."""
     chosen_first = np.random.default_rng(seed).random(len(pairs)) < 0.5
+    order = _by_length(pairs)
     items = [
         {"question": transcript(p.prompt), "answer_a": a, "answer_b": b}
-        for p, first in zip(pairs, chosen_first, strict=True)
+        for p, first in ((pairs[j], chosen_first[j]) for j in order)
         for a, b in [(p.chosen, p.rejected) if first else (p.rejected, p.chosen)]
     ]
     records = compare(label_scorer, items, PAIRWISE_V1, margin)
     winner = {"A": 1, "B": -1, "tie": 0}
-    pred = np.array(
-        [winner[r["verdict"]] * (1 if f else -1) for r, f in zip(records, chosen_first, strict=True)]
-    )
+    pred = np.empty(len(pairs), dtype=int)
+    pred[order] = [
+        winner[r["verdict"]] * (1 if chosen_first[j] else -1) for r, j in zip(records, order, strict=True)
+    ]
     return {"prediction": pred, "consistency": position_consistency(records)}
 
 
