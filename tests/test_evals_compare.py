@@ -7,6 +7,8 @@ barely trained, so no quality is asserted.
 """
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,7 +104,7 @@ def test_preference_smoke_end_to_end(preference_run):
     assert json.loads((out / "compare.json").read_text())["methods"] == result["methods"]
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["n_pairs"] == len(result["indices"]) == 20
-    assert set(result["methods"]) == {"perplexity", "judge grade", "judge pairwise"}
+    assert set(result["methods"]) == {"perplexity", "judge grade", "judge pairwise", "judge pairwise mean p"}
     for name, m in result["methods"].items():
         lo, hi = m["ci95"]
         assert lo <= m["accuracy"] <= hi, name
@@ -187,6 +189,8 @@ def test_pairwise_judge_position_swap_by_hand():
     flips = compare_preferences(pairs, {}, judge=always_a)["methods"]["judge pairwise"]
     assert flips["ties"] == 6 and flips["accuracy"] == 0.5 and flips["flip_rate"] == 1.0
     assert flips["decided"]["n"] == 0 and flips["decided"]["accuracy"] is None
+    soft = compare_preferences(pairs, {}, judge=always_a)["methods"]["judge pairwise mean p"]
+    assert soft["ties"] == 6 and soft["accuracy"] == 0.5, "both orders average to exactly 1/2"
     good = compare_preferences(pairs, {}, judge=prefers_good)["methods"]["judge pairwise"]
     assert good["accuracy"] == 1.0 and good["ties"] == 0 and good["flip_rate"] == 0.0
     assert good["decided"]["ci95"] == [1.0, 1.0]
@@ -197,6 +201,8 @@ def test_pairwise_judge_position_swap_by_hand():
     ]
     pred = compare_preferences(mixed, {}, judge=prefers_good)["predictions"]["judge pairwise"]
     assert pred == [1, -1, 1, -1, 1, -1]
+    soft = compare_preferences(mixed, {}, judge=prefers_good)["predictions"]["judge pairwise mean p"]
+    assert soft == pred
 
 
 def test_hh_parsing_matches_rl_preferences(data_file):
@@ -215,6 +221,20 @@ def test_hh_parsing_matches_rl_preferences(data_file):
     assert len(subset) == 5 and all(p.index % 2 == 0 for p in subset) and skipped >= 0
     assert [p.index for p in subset] == sorted(p.index for p in subset)
     assert choose_pairs(pairs, 5, 0, lambda p: True) == choose_pairs(pairs, 5, 0, lambda p: True)
+
+
+def test_module_entry_point_lists_every_knob():
+    run_ = subprocess.run([sys.executable, "-m", "evals.compare", "--help"], capture_output=True, text=True)
+    assert run_.returncode == 0, run_.stderr
+    for flag in (
+        "--part",
+        "--smoke",
+        "--n-pairs",
+        "--n-sentences",
+        "--budget-minutes",
+        "--snapshot-fractions",
+    ):
+        assert flag in run_.stdout, flag
 
 
 def test_bad_input_errors():

@@ -11,7 +11,8 @@ method predicts which:
   higher expected grade is predicted chosen;
 - **the judge's pairwise verdict** (``evals.judge.compare``): both replies in one prompt, in both orders;
   a verdict that flips with the order (or is too close) is a tie. Accuracy is reported over the decided
-  pairs and over all pairs with a tie as half, beside the tie rate.
+  pairs and over all pairs with a tie as half, beside the tie and flip rates; ``judge pairwise mean p``
+  decides every pair by the order-averaged probability alone, what is left once the position bias cancels.
 
 Any other scorer plugs in as ``scorers[name] = callable(prompt_messages, reply) -> float`` (higher:
 predicted chosen), e.g. a trained reward model. Accuracy comes with a percentile bootstrap 95% interval
@@ -184,7 +185,8 @@ def judge_pairwise(
     label_scorer: LabelScorer, pairs: Sequence[HHPair], seed: int = 0, margin: float = 0.1
 ) -> dict:
     """``evals.judge.compare`` on each pair, the chosen reply shown as A or B by a seeded coin (both orders
-    are judged anyway); per-pair prediction +1 (chosen), -1 (rejected) or 0 (tie)."""
+    are judged anyway); per-pair prediction +1 (chosen), -1 (rejected) or 0 (tie), and the order-averaged
+    probability that the chosen reply is better."""
     chosen_first = np.random.default_rng(seed).random(len(pairs)) < 0.5
     order = _by_length(pairs)
     items = [
@@ -198,7 +200,11 @@ def judge_pairwise(
     pred[order] = [
         winner[r["verdict"]] * (1 if chosen_first[j] else -1) for r, j in zip(records, order, strict=True)
     ]
-    return {"prediction": pred, "consistency": position_consistency(records)}
+    p_chosen = np.empty(len(pairs))  # P(the chosen reply is better), averaged over both orders
+    p_chosen[order] = [
+        r["p_a"] if chosen_first[j] else 1 - r["p_a"] for r, j in zip(records, order, strict=True)
+    ]
+    return {"prediction": pred, "p_chosen": p_chosen, "consistency": position_consistency(records)}
 
 
 def compare_preferences(
@@ -229,6 +235,9 @@ def compare_preferences(
             "decided": accuracy((decided + 1) / 2, seed),
             **{k: verdict["consistency"][k] for k in ("flip_rate", "consistency")},
         }
+        # The order-averaged probability alone, flips and margin ignored: any signal under the position bias
+        soft = predictions["judge pairwise mean p"] = np.sign(verdict["p_chosen"] - 0.5).astype(int)
+        methods["judge pairwise mean p"] = {**accuracy((soft + 1) / 2, seed), "ties": int((soft == 0).sum())}
     names = list(predictions)
     kappa = {a: {b: _kappa(predictions[a], predictions[b]) for b in names} for a in names}
     stacked = np.stack([predictions[n] for n in names])  # (methods, pairs)

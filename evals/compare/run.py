@@ -135,14 +135,14 @@ def run_preference(cfg: CompareConfig, out: Path) -> tuple[dict, str]:
         result = compare_preferences(subset, scorers, judge, seed=cfg.seed)
     result["data"] = {**report, "skipped_too_long": skipped, "max_tokens": limit}
     result["seconds"] = {"load": round(t1 - t0, 1), "scoring": round(time.time() - t1, 1)}
-    lines = [f"{'method':<16}{'accuracy':>10}{'95% CI':>18}{'n':>6}{'ties':>6}"]
+    lines = [f"{'method':<24}{'accuracy':>10}{'95% CI':>18}{'n':>6}{'ties':>6}"]
     for name, m in result["methods"].items():
         ci = f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
-        lines.append(f"{name:<16}{m['accuracy']:>10.3f}{ci:>18}{m['n']:>6}{m['ties']:>6}")
+        lines.append(f"{name:<24}{m['accuracy']:>10.3f}{ci:>18}{m['n']:>6}{m['ties']:>6}")
         if "decided" in m and m["decided"]["n"]:
             d = m["decided"]
             ci = f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
-            lines.append(f"{'  decided only':<16}{d['accuracy']:>10.3f}{ci:>18}{d['n']:>6}{0:>6}")
+            lines.append(f"{'  decided only':<24}{d['accuracy']:>10.3f}{ci:>18}{d['n']:>6}{0:>6}")
     lines.append("(accuracy over all pairs, a tie counted half; chance is 0.5)")
     credit = {k: {"HH harmless-base": [(p + 1) / 2 for p in v]} for k, v in result["predictions"].items()}
     plot_scores(credit, seed=cfg.seed, ylabel="agreement with people's choice").savefig(
