@@ -13,11 +13,23 @@ import sys
 import numpy as np
 import pytest
 import sacrebleu
+import torch
 from rouge_score import rouge_scorer
 from scipy import stats
 
+from evals.backend import GPTBackend
 from evals.compare import preference, run, translation
-from evals.compare.preference import HHPair, accuracy, choose_pairs, compare_preferences, score_pairs
+from evals.compare.preference import (
+    PAIRWISE_V1,
+    HHPair,
+    PerplexityScorer,
+    accuracy,
+    choose_pairs,
+    compare_preferences,
+    score_pairs,
+    select_pairs,
+    transcript,
+)
 from evals.compare.run import CompareConfig, cli, main
 from evals.compare.translation import (
     SystemsConfig,
@@ -221,6 +233,30 @@ def test_hh_parsing_matches_rl_preferences(data_file):
     assert len(subset) == 5 and all(p.index % 2 == 0 for p in subset) and skipped >= 0
     assert [p.index for p in subset] == sorted(p.index for p in subset)
     assert choose_pairs(pairs, 5, 0, lambda p: True) == choose_pairs(pairs, 5, 0, lambda p: True)
+
+
+def test_smollm2_reply_perplexity_equals_transformers_loss(smollm2, smollm2_hf):
+    """The perplexity scorer on real HH pairs: minus the mean NLL of the reply's tokens after the chat
+    template, as transformers' loss on the same ids with the prompt's labels masked (rel 1e-4)."""
+    model, tok = smollm2
+    subset, report = select_pairs(tok, 2, seed=1, max_tokens=160)
+    ids_ok = []
+    for pair in subset:
+        item = {"question": transcript(pair.prompt), "answer_a": pair.chosen, "answer_b": pair.rejected}
+        prompt = tok.apply_chat_template(PAIRWISE_V1.messages(item), add_generation_prompt=True)
+        ids_ok.append(len(tok.encode(prompt)) <= 160)
+    assert all(ids_ok) and report["skipped_too_long"] > 0, "long pairs are skipped, short ones kept"
+    chosen, rejected = score_pairs(PerplexityScorer(GPTBackend(model, tok)), subset)
+    for pair, c, r in zip(subset, chosen, rejected, strict=True):
+        for reply, ours in ((pair.chosen, c), (pair.rejected, r)):
+            context = tok.apply_chat_template(list(pair.prompt), add_generation_prompt=True, tokenize=False)
+            n_ctx = len(tok.encode(context))
+            x = torch.tensor([tok.encode(context + reply)])
+            labels = x.clone()
+            labels[:, :n_ctx] = -100
+            with torch.no_grad():
+                loss = smollm2_hf(x, labels=labels).loss.item()
+            assert -ours == pytest.approx(loss, rel=1e-4)
 
 
 def test_module_entry_point_lists_every_knob():

@@ -25,6 +25,7 @@ from evals.compare.preference import (
     accuracy,
     compare_preferences,
     load_hh_pairs,
+    select_pairs,
 )
 from evals.compare.run import CompareConfig, main
 from evals.compare.translation import (
@@ -53,4 +54,5 @@ __all__ = [
     "rank_correlations",
     "rank_gaps",
     "score_systems",
+    "select_pairs",
 ]

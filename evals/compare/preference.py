@@ -36,7 +36,7 @@ from evals.agreement import cohen_kappa
 from evals.backend import GPTBackend
 from evals.judge import GRADE_V1, PAIRWISE_V1, LabelScorer, compare, grade, position_consistency
 from evals.metrics import bootstrap_ci
-from evals.reference_free import perplexities
+from evals.reference_free import Perplexity, perplexities
 from gpt.data.paths import dataset_path
 
 HH_FILE = ("hh_rlhf_harmless_base", "test.jsonl.gz")
@@ -117,16 +117,51 @@ def choose_pairs(
     return sorted(chosen, key=lambda p: p.index), skipped
 
 
+def select_pairs(tokenizer, n: int, seed: int = 0, max_tokens: int = 1024, path=None) -> tuple[list, dict]:
+    """The seeded subset every method scores: ``n`` HH pairs whose pairwise judge prompt (the longest
+    prompt any method builds) is at most ``max_tokens`` tokens in ``tokenizer``'s chat template, and a
+    report of what was read, dropped and skipped."""
+
+    def fits(pair: HHPair) -> bool:
+        item = {"question": transcript(pair.prompt), "answer_a": pair.chosen, "answer_b": pair.rejected}
+        text = tokenizer.apply_chat_template(PAIRWISE_V1.messages(item), add_generation_prompt=True)
+        return len(tokenizer.encode(text)) <= max_tokens
+
+    pairs, report = load_hh_pairs(path)
+    subset, skipped = choose_pairs(pairs, n, seed, fits)
+    return subset, {**report, "skipped_too_long": skipped, "max_tokens": max_tokens, "seed": seed}
+
+
 class PerplexityScorer:
-    """Minus the reply's mean NLL per token given the chat-templated conversation (lower perplexity ->
-    higher score)."""
+    """Minus the mean NLL of the reply's own tokens given the chat-templated conversation (lower perplexity
+    -> higher score).
+
+    ``evals.reference_free.perplexities`` splits a context's trailing whitespace into the continuation, as
+    lm-eval does, so the newline that opens the assistant turn would be scored with the reply; a nearly
+    free token that lowers the mean of a short reply more. Its NLL (one request per distinct prompt) is
+    taken back out."""
 
     def __init__(self, backend: GPTBackend):
         self.backend = backend
 
     def score_batch(self, prompts: list[list[dict]], replies: list[str]) -> list[float]:
         contexts = [self.backend.chat_template(list(p)) for p in prompts]
-        return [-p.mean_nll for p in perplexities(self.backend, replies, contexts)]
+        full = perplexities(self.backend, replies, contexts)
+        ends = sorted({c for c in contexts if c != c.rstrip()})  # contexts that end in whitespace
+        heads = [c.rstrip() for c in ends]
+        tails = [c[len(h) :] for c, h in zip(ends, heads, strict=True)]
+        spaces = perplexities(self.backend, tails, heads) if ends else []
+        opening = dict(zip(ends, spaces, strict=True))
+        out = []
+        for c, r, f in zip(contexts, replies, full, strict=True):
+            w = opening.get(c, Perplexity(0.0, 0))
+            if w.n_tokens:
+                head = self.backend.encode_pair(c.rstrip(), c[len(c.rstrip()) :])[1]
+                assert self.backend.encode_pair(c, r)[1][: len(head)] == head, (
+                    "the reply's tokens do not start with the template's trailing whitespace"
+                )
+            out.append(-(f.nll - w.nll) / (f.n_tokens - w.n_tokens))
+        return out
 
     def __call__(self, prompt: list[dict], reply: str) -> float:
         return self.score_batch([prompt], [reply])[0]

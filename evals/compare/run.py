@@ -19,13 +19,11 @@ from evals.backend import GPTBackend
 from evals.compare.preference import (
     GradeScorer,
     PerplexityScorer,
-    choose_pairs,
     compare_preferences,
-    load_hh_pairs,
-    transcript,
+    select_pairs,
 )
 from evals.compare.translation import SystemsConfig, build_systems, compare_translation, minilm_scorer
-from evals.judge import PAIRWISE_V1, NextTokenScorer
+from evals.judge import NextTokenScorer
 from evals.plots import plot_heatmap, plot_scores
 from gpt.training.checkpoint import write_atomic
 
@@ -117,23 +115,15 @@ def run_preference(cfg: CompareConfig, out: Path) -> tuple[dict, str]:
     t0 = time.time()
     model, tok = load_judge_model(cfg.smoke, cfg.seed)
     model.eval()
-    limit = min(cfg.max_tokens, model.config.block_size)
-
-    def fits(pair) -> bool:
-        item = {"question": transcript(pair.prompt), "answer_a": pair.chosen, "answer_b": pair.rejected}
-        text = tok.apply_chat_template(PAIRWISE_V1.messages(item), add_generation_prompt=True)
-        return len(tok.encode(text)) <= limit
-
-    pairs, report = load_hh_pairs()
     n = 20 if cfg.smoke else cfg.n_pairs
-    subset, skipped = choose_pairs(pairs, n, cfg.seed, fits)
+    subset, report = select_pairs(tok, n, cfg.seed, min(cfg.max_tokens, model.config.block_size))
     judge = NextTokenScorer(model, tok, batch_size=cfg.batch_size)
     backend = GPTBackend(model, tok, batch_size=cfg.batch_size)
     scorers = {"perplexity": PerplexityScorer(backend), "judge grade": GradeScorer(judge)}
     t1 = time.time()
     with torch.no_grad():
         result = compare_preferences(subset, scorers, judge, seed=cfg.seed)
-    result["data"] = {**report, "skipped_too_long": skipped, "max_tokens": limit}
+    result["data"] = report
     result["seconds"] = {"load": round(t1 - t0, 1), "scoring": round(time.time() - t1, 1)}
     lines = [f"{'method':<24}{'accuracy':>10}{'95% CI':>18}{'n':>6}{'ties':>6}"]
     for name, m in result["methods"].items():
