@@ -97,7 +97,8 @@ def run_translation(cfg: CompareConfig, out: Path) -> tuple[dict, str]:
 
 
 def load_judge_model(smoke: bool, seed: int):
-    """SmolLM2-135M-Instruct, or with ``smoke`` a tiny random 2-layer GPT (seeded) with its tokenizer."""
+    """SmolLM2-135M-Instruct, or with ``smoke`` a tiny random 2-layer GPT (seeded) with its tokenizer: the
+    model ``lora.finetune.load_base(smoke=True)`` builds, copied because evals sits below lora."""
     from gpt import GPT, GPTConfig
     from quant.gguf import read_gguf
     from quant.load import load_gguf, smollm2_path
