@@ -45,16 +45,27 @@ from rl.preferences import parse_transcript as rl_parse
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _one_thread_main(cfg: CompareConfig) -> dict:
+    threads = torch.get_num_threads()  # module-scoped fixtures run before the one_thread fixture
+    torch.set_num_threads(1)
+    try:
+        return main(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def translation_run(tmp_path_factory, data_dir):
+def translation_run(tmp_path_factory, data_file):
+    data_file("multi30k", "test_2016_flickr.de.gz")
     out = tmp_path_factory.mktemp("translation")
-    return out, main(CompareConfig(part="translation", smoke=True, out_dir=str(out)))
+    return out, _one_thread_main(CompareConfig(part="translation", smoke=True, out_dir=str(out)))
 
 
 @pytest.fixture(scope="module")
-def preference_run(tmp_path_factory, data_dir):
+def preference_run(tmp_path_factory, data_file):
+    data_file("hh_rlhf_harmless_base", "test.jsonl.gz")
     out = tmp_path_factory.mktemp("preference")
-    return out, main(CompareConfig(part="preference", smoke=True, out_dir=str(out)))
+    return out, _one_thread_main(CompareConfig(part="preference", smoke=True, out_dir=str(out)))
 
 
 def _check_correlations(corr: dict, metrics: list[str]):
