@@ -30,7 +30,8 @@ scores with), ``sft`` and ``trl`` run one. Each part has its size knobs (``--rm-
 
 On 2 shared CPU threads one full-size step took about 4-5 s for the reward model (4 pairs of <= 256
 tokens, peak 5.6 GB resident; 8 pairs reached 15 GB), 3.5 s for DPO (2 pairs), 4-13 s for SFT (4
-conversations of <= 512 tokens); 32 GSM8K answers of 256 tokens take about 2 minutes. Timings in the
+conversations of <= 512 tokens); 32 GSM8K answers of 256 tokens take about 2 minutes; best-of-16 on 32
+prompts of 64 new tokens took 875 s with other work on the cores. Timings in the
 DPO-vs-TRL table are medians of alternating steps on one batch, ratios only.
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/rl-bench-<part>-<device>``),
