@@ -149,6 +149,33 @@ def data_file(data_dir):
 
 
 @pytest.fixture(scope="session")
+def multi30k_test(data_file):
+    """test_2016_flickr (1,000 sentences): English, German, and each with seeded perturbations (a word
+    dropped and/or two neighbours swapped): hypotheses near their references, for the text metrics."""
+    import random
+
+    from gpt.tasks.translation import load_pairs
+
+    data_file("multi30k", "test_2016_flickr.en.gz")
+    data_file("multi30k", "test_2016_flickr.de.gz")
+    en, de = load_pairs("test_2016_flickr")
+
+    def perturb(sentences, seed):
+        rng, out = random.Random(seed), []
+        for sentence in sentences:
+            words = sentence.split()
+            if len(words) > 2 and rng.random() < 0.6:
+                del words[rng.randrange(len(words))]
+            if len(words) > 2 and rng.random() < 0.6:
+                i = rng.randrange(len(words) - 1)
+                words[i], words[i + 1] = words[i + 1], words[i]
+            out.append(" ".join(words))
+        return out
+
+    return {"en": en, "de": de, "en_hyp": perturb(en, 0), "de_hyp": perturb(de, 0)}
+
+
+@pytest.fixture(scope="session")
 def smollm2_file(data_file):
     """The shipped SmolLM2-135M-Instruct GGUF (Q4_1), or a missing-data skip."""
     return data_file("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -2,7 +2,6 @@
 generated text, and on hand-worked examples."""
 
 import math
-import random
 
 import pytest
 import sacrebleu
@@ -14,7 +13,6 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from evals.text.bleu import SACREBLEU_VERSION, BLEUConfig, corpus_bleu, sentence_bleu
 from evals.text.chrf import CHRFConfig, corpus_chrf, sentence_chrf
 from evals.text.tokenize_13a import tokenize_13a
-from gpt.tasks.translation import load_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,24 +20,10 @@ TOL = 1e-6
 SMOOTHS = ["none", "floor", "add-k", "exp"]
 
 
-def perturb(sentence: str, rng: random.Random) -> str:
-    """Drop a word and/or swap two neighbours: a hypothesis near its reference."""
-    words = sentence.split()
-    if len(words) > 2 and rng.random() < 0.6:
-        del words[rng.randrange(len(words))]
-    if len(words) > 2 and rng.random() < 0.6:
-        i = rng.randrange(len(words) - 1)
-        words[i], words[i + 1] = words[i + 1], words[i]
-    return " ".join(words)
-
-
 @pytest.fixture(scope="module")
-def multi30k(data_file):
+def multi30k(multi30k_test):
     """test_2016_flickr: German references, perturbed German hypotheses, English sources (1,000 each)."""
-    data_file("multi30k", "test_2016_flickr.de.gz")
-    en, de = load_pairs("test_2016_flickr")
-    rng = random.Random(0)
-    return {"de": de, "hyp": [perturb(s, rng) for s in de], "en": en}
+    return {"de": multi30k_test["de"], "hyp": multi30k_test["de_hyp"], "en": multi30k_test["en"]}
 
 
 def sacre_bleu(cfg: BLEUConfig) -> BLEU:

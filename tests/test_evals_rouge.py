@@ -20,21 +20,9 @@ NLTK_MODES = {"original": "ORIGINAL_ALGORITHM", "martin": "MARTIN_EXTENSIONS", "
 
 
 @pytest.fixture(scope="module")
-def english(data_file):
+def english(multi30k_test):
     """Multi30k test_2016_flickr English sentences and deterministic perturbations of them."""
-    data_file("multi30k", "test_2016_flickr.en.gz")
-    en, _ = load_pairs("test_2016_flickr")
-    rng = random.Random(0)
-    hyps = []
-    for s in en:
-        words = s.split()
-        if len(words) > 2 and rng.random() < 0.6:
-            del words[rng.randrange(len(words))]
-        if len(words) > 2 and rng.random() < 0.6:
-            i = rng.randrange(len(words) - 1)
-            words[i], words[i + 1] = words[i + 1], words[i]
-        hyps.append(" ".join(words))
-    return en, hyps
+    return multi30k_test["en"], multi30k_test["en_hyp"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from lm_eval.tasks.qasper.metrics import f1_abstractive as official_f1
 from lm_eval.tasks.qasper.metrics import normalize_answer as official_normalize
 
 from evals.text.squad import exact_match, max_over_golds, normalize_answer, squad_scores, token_f1
-from gpt.tasks.translation import load_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,13 +21,11 @@ def official_em(prediction: str, gold: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def spans(data_file):
+def spans(multi30k_test):
     """(prediction, gold) pairs cut from Multi30k English sentences: overlapping word spans."""
-    data_file("multi30k", "test_2016_flickr.en.gz")
-    en, _ = load_pairs("test_2016_flickr")
     rng = random.Random(0)
     pairs = []
-    for s in en:
+    for s in multi30k_test["en"]:
         words = s.split()
         a, b = sorted(rng.sample(range(len(words) + 1), 2))
         c, d = max(0, a + rng.randint(-2, 2)), min(len(words), b + rng.randint(-2, 2))
