@@ -12,7 +12,7 @@ import torch
 
 from gpt.flags import parse_dataclass
 from rl.bench import PARTS, BenchConfig, main, parse_args, smoke_config
-from rl.bench_report import report, rows
+from rl.bench.report import report, rows
 from rl.preferences import HH_FILE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
