@@ -143,9 +143,14 @@ def _reachable(adj: np.ndarray) -> int:
     return len(seen)
 
 
-def _bradley_terry(a, b, s, names: list, tol: float = 1e-12, max_iter: int = 100_000) -> np.ndarray:
+def _bradley_terry(
+    a, b, s, names: list, tol: float = 1e-12, max_iter: int = 100_000, prior: float = 0.0
+) -> np.ndarray:
     K = len(names)
-    W = np.zeros((K, K))  # (K, K) W[i, j] = wins of i over j, ties half each way
+    if prior < 0:
+        raise ValueError(f"prior={prior} must be >= 0 (pseudo-ties added between every two items)")
+    W = np.full((K, K), prior / 2)  # (K, K) W[i, j] = wins of i over j, ties half each way
+    np.fill_diagonal(W, 0.0)
     np.add.at(W, (a, b), s)
     np.add.at(W, (b, a), 1.0 - s)
     # The maximum-likelihood strengths exist iff every item beats, through a chain, every other
@@ -154,7 +159,8 @@ def _bradley_terry(a, b, s, names: list, tol: float = 1e-12, max_iter: int = 100
         never = [names[i] for i in range(K) if W[i].sum() == 0 or W[:, i].sum() == 0]
         raise ValueError(
             "Bradley-Terry strengths do not exist: some items cannot be ranked against the rest "
-            f"(never won or never lost: {never or 'none, but the groups never meet'}); add comparisons"
+            f"(never won or never lost: {never or 'none, but the groups never meet'}); add comparisons, "
+            "or pass prior > 0 (pseudo-ties between every two items)"
         )
     N = W + W.T  # (K, K) games between i and j
     wins = W.sum(1)
@@ -182,10 +188,15 @@ def _elo(a, b, s, names: list, k: float = 32.0, initial: float = 1500.0, scale: 
     return r
 
 
-def bradley_terry(comparisons, tol: float = 1e-12, max_iter: int = 100_000) -> dict[Hashable, float]:
-    """{item: log-strength}, centred at 0, by Hunter's MM iteration until no change exceeds ``tol``."""
+def bradley_terry(
+    comparisons, tol: float = 1e-12, max_iter: int = 100_000, prior: float = 0.0
+) -> dict[Hashable, float]:
+    """{item: log-strength}, centred at 0, by Hunter's MM iteration until no change exceeds ``tol``.
+
+    ``prior`` adds that many tied games between every two items (half a win each way): a fit then exists
+    even when an item never lost, and strengths shrink toward each other (a Beta-like prior)."""
     names, a, b, s = _encode(comparisons)
-    return dict(zip(names, _bradley_terry(a, b, s, names, tol, max_iter).tolist(), strict=True))
+    return dict(zip(names, _bradley_terry(a, b, s, names, tol, max_iter, prior).tolist(), strict=True))
 
 
 def elo(comparisons, k: float = 32.0, initial: float = 1500.0, scale: float = 400.0) -> dict[Hashable, float]:
@@ -198,8 +209,9 @@ def leaderboard(
     comparisons, method: str = "bradley_terry", n_boot: int = 200, seed: int = 0, level: float = 0.95, **kw
 ) -> list[tuple[Hashable, float, float, float]]:
     """Rows ``(item, rating, lo, hi)``, best first: the fit on all comparisons and a percentile bootstrap
-    interval from ``n_boot`` refits on comparisons resampled with replacement (in the resampled order,
-    for Elo). ``kw`` goes to the fit (``tol``/``max_iter``, or ``k``/``initial``/``scale``)."""
+    interval from ``n_boot`` refits on comparisons resampled with replacement. A resample keeps the
+    comparisons in their given order: Elo is sequential, so a shuffled resample would estimate another
+    quantity. ``kw`` goes to the fit (``tol``/``max_iter``/``prior``, or ``k``/``initial``/``scale``)."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}; choose one of {METHODS}")
     if n_boot < 1 or not 0 < level < 1:
@@ -210,7 +222,7 @@ def leaderboard(
     rng = np.random.default_rng(seed)
     boot = np.empty((n_boot, len(names)))  # (n_boot, K)
     for i in range(n_boot):
-        idx = rng.integers(0, len(s), size=len(s))
+        idx = np.sort(rng.integers(0, len(s), size=len(s)))  # (n,) in the given order
         boot[i] = fit(a[idx], b[idx], s[idx], names, **kw)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)  # (K,) each
     rows = zip(names, rating.tolist(), lo.tolist(), hi.tolist(), strict=True)

@@ -160,6 +160,30 @@ def test_elo_bootstrap_orders_and_covers():
     assert rows == leaderboard(comps, method="elo", n_boot=50, seed=0, k=4)
 
 
+def test_elo_bootstrap_keeps_the_order_of_votes_grouped_by_pair():
+    """Elo is sequential: with the votes grouped by pair (all m0-m1 games, then m1-m2, ...) the rating
+    depends on that order, and the bootstrap must resample in it or its interval misses the rating."""
+    comps = sorted(simulate(TRUE, 2000, seed=5), key=lambda c: tuple(sorted((c[0], c[1]))))
+    for name, rating, lo, hi in leaderboard(comps, method="elo", n_boot=100, seed=0):
+        assert lo <= rating <= hi, (name, rating, lo, hi)
+
+
+def test_bradley_terry_prior_fits_an_item_that_never_lost():
+    comps = [("A", "B", 1), ("A", "C", 1), ("B", "C", 1), ("C", "B", 1), ("A", "B", 1)]
+    with pytest.raises(ValueError, match="never won or never lost"):
+        bradley_terry(comps)
+    got = bradley_terry(comps, prior=1.0)
+    assert got["A"] > max(got["B"], got["C"])
+    # the prior is tied games: adding them by hand gives the same fit
+    ties = [(x, y, 0.5) for x, y in (("A", "B"), ("A", "C"), ("B", "C"))]
+    by_hand = bradley_terry(comps + ties)
+    assert max(abs(got[k] - by_hand[k]) for k in got) < 1e-9
+    rows = leaderboard(comps, n_boot=50, seed=0, prior=1.0)  # resamples that drop B's wins fit too
+    assert rows[0][0] == "A"
+    with pytest.raises(ValueError, match="prior=-1"):
+        bradley_terry(comps, prior=-1)
+
+
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="labelled 2 and 3 items"):
         cohen_kappa([1, 2], [1, 2, 3])
