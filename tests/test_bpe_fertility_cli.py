@@ -1,6 +1,7 @@
 """Fertility statistics (hand-counted, tiktoken == ours), the training CLI, and a benchmark smoke run."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,8 +62,12 @@ def test_train_cli(tmp_path, data_file):
         "--pattern",
         "gpt4",
     ]
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # the bar is what is checked
     run = subprocess.run(
-        [*cmd, "--special-tokens", "<|endoftext|>", "--out", str(out)], capture_output=True, text=True
+        [*cmd, "--special-tokens", "<|endoftext|>", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert run.returncode == 0, run.stderr
     assert "merging" in run.stderr  # the tqdm progress bar
