@@ -1,8 +1,8 @@
 """evals.compare: both parts end to end at smoke size, and the pieces on hand-made data.
 
 The corpus metrics are checked against sacreBLEU and rouge_score on the run's own hypotheses, the rank
-correlations against scipy.stats (to 1e-12), the HH transcript parser against rl.preferences on the real
-file, and accuracy, ties and position swap on stub scorers worked by hand. The smoke models are tiny and
+correlations against scipy.stats (to 1e-12), the HH pairs it scores against gpt.data.hh_rlhf's reader on the
+real file, and accuracy, ties and position swap on stub scorers worked by hand. The smoke models are tiny and
 barely trained, so no quality is asserted.
 """
 
@@ -21,7 +21,6 @@ from evals.backend import GPTBackend
 from evals.compare import preference, run, translation
 from evals.compare.preference import (
     PAIRWISE_V1,
-    HHPair,
     PerplexityScorer,
     accuracy,
     choose_pairs,
@@ -39,8 +38,7 @@ from evals.compare.translation import (
     score_systems,
 )
 from evals.metrics import bootstrap_ci
-from rl.preferences import load_preferences
-from rl.preferences import parse_transcript as rl_parse
+from gpt.data.hh_rlhf import PreferencePair, load_preferences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,8 +176,8 @@ def test_rank_gaps_and_disagreements_by_hand():
     assert (bottom["system"], bottom["index"], bottom["rank_gap"]) == ("y", 2, pytest.approx(-1.0))
 
 
-def _pair(i: int, chosen: str, rejected: str) -> HHPair:
-    return HHPair(i, ({"role": "user", "content": f"question {i}"},), chosen, rejected)
+def _pair(i: int, chosen: str, rejected: str) -> PreferencePair:
+    return PreferencePair(i, ({"role": "user", "content": f"question {i}"},), chosen, rejected)
 
 
 def test_scorer_accuracy_ties_and_plugged_in_callable():
@@ -220,7 +218,8 @@ def test_pairwise_judge_position_swap_by_hand():
     # longest first, "good" chosen only at even i: predictions come back in the pairs' own order
     mixed = [_pair(i, *(("good", "bad") if i % 2 == 0 else ("bad", "good"))) for i in range(6)]
     mixed = [
-        HHPair(p.index, p.prompt, p.chosen + "!" * (20 - 3 * i), p.rejected) for i, p in enumerate(mixed)
+        PreferencePair(p.index, p.prompt, p.chosen + "!" * (20 - 3 * i), p.rejected)
+        for i, p in enumerate(mixed)
     ]
     pred = compare_preferences(mixed, {}, judge=prefers_good)["predictions"]["judge pairwise"]
     assert pred == [1, -1, 1, -1, 1, -1]
@@ -228,18 +227,13 @@ def test_pairwise_judge_position_swap_by_hand():
     assert soft == pred
 
 
-def test_hh_parsing_matches_rl_preferences(data_file):
+def test_hh_pairs_are_the_readers_pairs_with_a_reply_on_each_side(data_file):
     data_file("hh_rlhf_harmless_base", "test.jsonl.gz")
     pairs, report = preference.load_hh_pairs()
-    rl_pairs, rl_report = load_preferences()
-    assert report["records"] == rl_report.records and report["identical"] == rl_report.identical
-    assert report["kept"] + report["empty"] == rl_report.kept and report["empty"] == rl_report.empty_replies
-    rl_by_index = {p.index: p for p in rl_pairs}
-    for p in pairs[:300]:
-        q = rl_by_index[p.index]
-        assert (p.prompt, p.chosen, p.rejected) == (q.prompt, q.chosen, q.rejected)
-    text = "\n\nHuman: hi\n\nHuman: again\n\nAssistant: hello"
-    assert preference.parse_transcript(text, 0) == rl_parse(text, 0)
+    all_pairs, full = load_preferences()
+    assert report["records"] == full.records and report["identical"] == full.identical
+    assert report["kept"] + report["empty"] == full.kept and report["empty"] == full.empty_replies
+    assert pairs == [p for p in all_pairs if p.chosen and p.rejected]
     subset, skipped = choose_pairs(pairs, 5, 0, lambda p: p.index % 2 == 0)
     assert len(subset) == 5 and all(p.index % 2 == 0 for p in subset) and skipped >= 0
     assert [p.index for p in subset] == sorted(p.index for p in subset)
@@ -307,8 +301,6 @@ def test_bad_input_errors():
         score_pairs(lambda prompt, reply: float("nan"), [_pair(0, "a", "b")])
     with pytest.raises(ValueError, match="nothing to compare"):
         compare_preferences([_pair(0, "a", "b")], {})
-    with pytest.raises(ValueError, match="must start with"):
-        preference.parse_transcript("Human: no leading blank line", 7)
     with pytest.raises(SystemExit):
         cli(["--part", "poetry"])
     with pytest.raises(SystemExit):

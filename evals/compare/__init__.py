@@ -20,7 +20,6 @@ References: Mathur et al. 2020, "Tangled up in BLEU"; Freitag et al. 2022 (WMT22
 
 from evals.compare.preference import (
     GradeScorer,
-    HHPair,
     PerplexityScorer,
     accuracy,
     compare_preferences,
@@ -41,7 +40,6 @@ from evals.compare.translation import (
 __all__ = [
     "CompareConfig",
     "GradeScorer",
-    "HHPair",
     "PerplexityScorer",
     "SystemsConfig",
     "accuracy",

@@ -23,11 +23,7 @@ The data contain offensive text (the source's content warning): results name rec
 References: Bai et al. 2022 (the HH-RLHF data); Zheng et al. 2023 (LLM judges, position swap).
 """
 
-import gzip
-import json
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,58 +33,19 @@ from evals.backend import GPTBackend
 from evals.judge import GRADE_V1, PAIRWISE_V1, LabelScorer, compare, grade, position_consistency
 from evals.metrics import bootstrap_ci
 from evals.reference_free import Perplexity, perplexities
-from gpt.data.paths import dataset_path
-
-HH_FILE = ("hh_rlhf_harmless_base", "test.jsonl.gz")
-# The HH transcript format as rl.preferences.parse_transcript reads it (a minimal copy: evals sits below rl).
-TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
-ROLES = {"Human": "user", "Assistant": "assistant"}
+from gpt.data.hh_rlhf import ROLES, PreferencePair, load_preferences
 
 # (prompt messages, reply) -> score, higher: predicted to be the reply people chose
 Scorer = Callable[[list[dict], str], float]
 
 
-@dataclass(frozen=True)
-class HHPair:
-    index: int  # line number (0-based) in the source file
-    prompt: tuple[dict, ...]  # the conversation so far, ending with a user turn
-    chosen: str
-    rejected: str
-
-
-def parse_transcript(text: str, index: int) -> list[dict]:
-    """``"\\n\\nHuman: a\\n\\nAssistant: b"`` -> chat messages; consecutive turns of one speaker merged."""
-    parts = TURN.split(text)  # ["", speaker, content, speaker, content, ...]
-    if len(parts) < 3 or parts[0] != "":
-        raise ValueError(f"record {index}: a transcript must start with '\\n\\nHuman: ' (HH format)")
-    messages = []
-    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
-        if messages and messages[-1]["role"] == ROLES[speaker]:
-            messages[-1]["content"] += "\n\n" + content.strip()
-        else:
-            messages.append({"role": ROLES[speaker], "content": content.strip()})
-    return messages
-
-
-def load_hh_pairs(path: str | Path | None = None) -> tuple[list[HHPair], dict]:
-    """Every usable pair of HH-RLHF harmless-base test and a count of what was dropped: identical replies
-    (no preference), an empty reply (nothing to score) or transcripts that differ before the last reply."""
-    path = dataset_path(*HH_FILE) if path is None else Path(path)
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        lines = [line for line in f.read().split("\n") if line.strip()]
-    pairs, dropped = [], {"identical": 0, "empty": 0, "malformed": 0}
-    for index, line in enumerate(lines):
-        record = json.loads(line)
-        chosen, rejected = (parse_transcript(record[k], index) for k in ("chosen", "rejected"))
-        if chosen[:-1] != rejected[:-1] or chosen[-1]["role"] != "assistant" or chosen[-2:-1] == []:
-            dropped["malformed"] += 1
-        elif chosen[-1]["content"] == rejected[-1]["content"]:
-            dropped["identical"] += 1
-        elif not chosen[-1]["content"] or not rejected[-1]["content"]:
-            dropped["empty"] += 1
-        else:
-            pairs.append(HHPair(index, tuple(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]))
-    return pairs, {"records": len(lines), "kept": len(pairs), **dropped}
+def load_hh_pairs(path: str | Path | None = None) -> tuple[list[PreferencePair], dict]:
+    """Every scorable pair of HH-RLHF harmless-base test (``gpt.data.hh_rlhf``, which drops identical
+    replies) less those with an empty reply (nothing to score), and the counts."""
+    pairs, report = load_preferences(path)
+    kept = [p for p in pairs if p.chosen and p.rejected]
+    counts = dict(records=report.records, kept=len(kept), identical=report.identical)
+    return kept, counts | dict(empty=len(pairs) - len(kept))
 
 
 def transcript(messages: Sequence[dict]) -> str:
@@ -98,7 +55,7 @@ def transcript(messages: Sequence[dict]) -> str:
 
 
 def choose_pairs(
-    pairs: Sequence[HHPair], n: int, seed: int, fits: Callable[[HHPair], bool]
+    pairs: Sequence[PreferencePair], n: int, seed: int, fits: Callable[[PreferencePair], bool]
 ) -> tuple[list, int]:
     """The first ``n`` pairs of a seeded permutation that ``fits`` accepts, in file order, and how many
     were skipped on the way (too long for the model)."""
@@ -122,7 +79,7 @@ def select_pairs(tokenizer, n: int, seed: int = 0, max_tokens: int = 1024, path=
     prompt any method builds) is at most ``max_tokens`` tokens in ``tokenizer``'s chat template, and a
     report of what was read, dropped and skipped."""
 
-    def fits(pair: HHPair) -> bool:
+    def fits(pair: PreferencePair) -> bool:
         item = {"question": transcript(pair.prompt), "answer_a": pair.chosen, "answer_b": pair.rejected}
         text = tokenizer.apply_chat_template(PAIRWISE_V1.messages(item), add_generation_prompt=True)
         return len(tokenizer.encode(text)) <= max_tokens
@@ -181,14 +138,14 @@ class GradeScorer:
         return self.score_batch([prompt], [reply])[0]
 
 
-def _by_length(pairs: Sequence[HHPair]) -> np.ndarray:
+def _by_length(pairs: Sequence[PreferencePair]) -> np.ndarray:
     """(n,) pair order, shortest first: a padded batch then holds texts of similar length."""
     return np.argsort(
         [len(transcript(p.prompt)) + len(p.chosen) + len(p.rejected) for p in pairs], kind="stable"
     )
 
 
-def score_pairs(scorer: Scorer, pairs: Sequence[HHPair]) -> tuple[np.ndarray, np.ndarray]:
+def score_pairs(scorer: Scorer, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
     """(chosen scores, rejected scores), each (n,) in ``pairs``' order; batched (by length) when the
     scorer has ``score_batch``."""
     order = _by_length(pairs)
@@ -217,7 +174,7 @@ def accuracy(correct: Sequence[float], seed: int = 0) -> dict:
 
 
 def judge_pairwise(
-    label_scorer: LabelScorer, pairs: Sequence[HHPair], seed: int = 0, margin: float = 0.1
+    label_scorer: LabelScorer, pairs: Sequence[PreferencePair], seed: int = 0, margin: float = 0.1
 ) -> dict:
     """``evals.judge.compare`` on each pair, the chosen reply shown as A or B by a seeded coin (both orders
     are judged anyway); per-pair prediction +1 (chosen), -1 (rejected) or 0 (tie), and the order-averaged
@@ -243,7 +200,7 @@ def judge_pairwise(
 
 
 def compare_preferences(
-    pairs: Sequence[HHPair],
+    pairs: Sequence[PreferencePair],
     scorers: dict[str, Scorer],
     judge: LabelScorer | None = None,
     seed: int = 0,

@@ -6,7 +6,8 @@ boilerplate) -> ``filters`` (Gopher quality rules, per-rule report) -> ``dedup``
 ``shards`` (uint16 files with a header) -> ``prepare`` (all of it, idempotent) -> ``loader``
 (``ShardedLoader``, per-rank memmap batches) and ``dataset`` (the ``torch.utils.data`` path); the
 benchmark of the two is ``python -m gpt.data.bench``. ``gsm8k`` reads the grade-school math problems that
-fine-tuning, evaluation and RL share, with their answer checker.
+fine-tuning, evaluation and RL share, with their answer checker; ``hh_rlhf`` reads the HH-RLHF
+preference pairs that ``rl`` trains on and ``evals`` checks judges against.
 """
 
 from gpt.data.clean import CleanConfig, clean_text
