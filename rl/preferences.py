@@ -67,6 +67,12 @@ class PairExample:
     rejected: Example
     index: int = -1  # the source record, -1 for a synthetic pair
 
+    @property
+    def prompt_ids(self) -> list[int]:
+        """The prompt's ids: the inputs up to the first reply token (targets are -100 before it)."""
+        P = sum(t == IGNORE_INDEX for t in self.chosen.targets) + 1
+        return list(self.chosen.input_ids[:P])
+
 
 def completion_example(prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> Example:
     """``prompt + completion`` shifted into (input, target) with the prompt's targets masked.

@@ -195,3 +195,9 @@ def test_seeded_batches_cover_each_epoch_once():
     assert stream != list(islice(seeded_batches(items, 4, seed=4), 5))
     with pytest.raises(ValueError, match="batch_size"):
         next(seeded_batches(items, 0, seed=0))
+
+
+def test_a_pair_gives_back_its_prompt_ids():
+    pair = pair_example([5, 6, 7], [8, 9], [10])
+    assert pair.prompt_ids == [5, 6, 7]
+    assert pair.chosen.input_ids[len(pair.prompt_ids) :] == (8,)  # the reply's first token follows the prompt

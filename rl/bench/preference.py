@@ -42,12 +42,6 @@ def preference_data(cfg: BenchConfig, tok):
     return train_ex, val_ex, info
 
 
-def prompt_ids(pair) -> list[int]:
-    """The prompt of a PairExample: the inputs up to the first reply token (targets are -100 before it)."""
-    P = sum(t == -100 for t in pair.chosen.targets) + 1
-    return list(pair.chosen.input_ids[:P])
-
-
 # -- 1. reward model -------------------------------------------------------------------------------------
 
 
@@ -101,7 +95,7 @@ def replies(model, prompts, cfg: BenchConfig, eos: int) -> dict[str, list[list[i
 
 def dpo_part(cfg: BenchConfig, base, tok, train, val, rm: RewardModel) -> dict:
     eos = tok.eos_id
-    prompts = [prompt_ids(p) for p in val[: cfg.n_prompts]]
+    prompts = [p.prompt_ids for p in val[: cfg.n_prompts]]
     policy = copy.deepcopy(base)
     policy.eval()
     before = replies(policy, prompts, cfg, eos)
@@ -136,7 +130,7 @@ def best_of_n_part(cfg: BenchConfig, base, tok, val, rm: RewardModel) -> dict:
     """The base policy's ``bon_n`` samples per held-out prompt, scored by the reward model: the mean best
     score of the first k samples for k = 1, 2, 4, ..., with the analytic KL bound ``log k - (k - 1) / k``."""
     eos = tok.eos_id
-    prompts = [prompt_ids(p) for p in val[: cfg.bon_prompts]]
+    prompts = [p.prompt_ids for p in val[: cfg.bon_prompts]]
     base.eval()
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -9,7 +9,6 @@ import torch
 
 from gpt.bench import time_pair
 from rl.bench.config import RATIO_TARGET, BenchConfig
-from rl.bench.preference import prompt_ids
 from rl.dpo import DPOConfig, dpo_step, frozen_reference
 
 # -- 5. our DPO step against TRL's ----------------------------------------------------------------------
@@ -52,8 +51,8 @@ def trl_part(cfg: BenchConfig, base, tok, train) -> dict:
     dcfg = DPOConfig(beta=cfg.dpo_beta, loss_type=cfg.dpo_loss, pad_id=tok.eos_id, progress=False)
     triples = []
     for p in batch:
-        P = len(prompt_ids(p))
-        triples.append(dict(prompt_ids=prompt_ids(p), chosen_ids=list(p.chosen.targets[P - 1 :]),
+        P = len(p.prompt_ids)
+        triples.append(dict(prompt_ids=p.prompt_ids, chosen_ids=list(p.chosen.targets[P - 1 :]),
                             rejected_ids=list(p.rejected.targets[P - 1 :])))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trl_trainer(hf, cfg, tmp)
