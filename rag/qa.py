@@ -12,7 +12,7 @@ of :data:`DEFAULT_MODULES` (its signature from ``inspect.signature``, its docstr
   own name masked; a summary two functions of one module share is ambiguous and dropped.
 - **default**: "What is the default value of the `indent` parameter of `json.dumps`?" -> ``None``, the
   ``repr`` the signature line shows (only ``None``, bool, int, float, str and bytes defaults: their repr is
-  stable and readable).
+  stable and readable; not ``''`` or ``b''``, which SQuAD's normalisation empties).
 
 Everything is sorted and seeded, so one interpreter always builds the same set; :func:`version` hashes the
 test split with the Python version (the docs come from it), so a result file names the exact questions.
@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.text.squad import normalize_answer
 from rag.documents import Document
 
 DEFAULT_MODULES = (
@@ -139,6 +140,9 @@ def build_corpus(modules=DEFAULT_MODULES, max_doc_chars: int = MAX_DOC_CHARS) ->
                 if p.default is not inspect.Parameter.empty
                 and type(p.default) in SIMPLE_DEFAULTS
                 and not p.name.startswith("_")
+                and p.default
+                not in ("", b"")  # SQuAD's normalisation leaves nothing (or a lone "b") to score
+                and normalize_answer(repr(p.default))
             }
             meta = {"module": module, "name": name, "signature": f"{name}{sig}", "defaults": defaults}
             docs[doc_id] = Document(id=doc_id, text=text, title=doc_id, meta=meta)
