@@ -11,7 +11,8 @@ simplest to most aware of the text, each ``(doc, ...) -> list[Chunk]`` with exac
   code blocks (kept whole) packed up to ``max_chars`` without crossing a heading; each chunk's ``title``
   is its heading path ("Article > Section"), as LangChain's ``MarkdownHeaderTextSplitter`` records it.
 
-Every chunk copies its document's ``meta`` and adds ``"chunk"``, its position in the document's list.
+Every chunk copies its document's ``meta`` and adds ``"chunker"`` (which one made it) and ``"chunk"`` (its
+position in the document's list).
 """
 
 import itertools
@@ -50,18 +51,15 @@ def _positive(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def _make(doc: Document, spans: list[tuple[int, int]], title: str | None = None, **meta) -> list[Chunk]:
-    return [
-        Chunk(
-            doc.id,
-            s,
-            e,
-            doc.text[s:e],
-            doc.title if title is None else title,
-            {**doc.meta, **meta, "chunk": i},
-        )
-        for i, (s, e) in enumerate(spans)
-    ]
+def _make(doc: Document, spans, chunker: str, titles=None, headings=None) -> list[Chunk]:
+    chunks = []
+    for i, (s, e) in enumerate(spans):
+        meta = {**doc.meta, "chunker": chunker, "chunk": i}
+        if headings is not None:
+            meta["headings"] = headings[i]
+        title = doc.title if titles is None else titles[i]
+        chunks.append(Chunk(doc.id, s, e, doc.text[s:e], title, meta))
+    return chunks
 
 
 def _pack(spans: list[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]:
@@ -99,7 +97,7 @@ def fixed_chunks(doc: Document, size: int, overlap: int = 0, unit: str = "word")
             spans.append((words[i][0], words[min(i + size, len(words)) - 1][1]))
             if i + size >= len(words):
                 break
-        return _make(doc, spans, chunker="fixed")
+        return _make(doc, spans, "fixed")
     i = 0
     while i < len(words):
         j = i + 1  # words[i:j] is the window
@@ -108,9 +106,10 @@ def fixed_chunks(doc: Document, size: int, overlap: int = 0, unit: str = "word")
         spans.append((words[i][0], words[j - 1][1]))
         if j == len(words):
             break
-        nxt = next(w for w in range(i + 1, j + 1) if w == j or words[w][0] >= words[j - 1][1] - overlap)
-        i = nxt
-    return _make(doc, spans, chunker="fixed")
+        i += 1  # the next window opens at the first word starting within the last `overlap` characters
+        while i < j and words[i][0] < words[j - 1][1] - overlap:
+            i += 1
+    return _make(doc, spans, "fixed")
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -153,7 +152,7 @@ def sentence_chunks(doc: Document, max_chars: int) -> list[Chunk]:
     _check_doc(doc)
     _positive("max_chars", max_chars)
     spans = _fit(doc.text, sentence_spans(doc.text), max_chars)
-    return _make(doc, _pack(spans, max_chars), chunker="sentence")
+    return _make(doc, _pack(spans, max_chars), "sentence")
 
 
 def _heading(line: str) -> tuple[int, str] | None:
@@ -230,7 +229,7 @@ def structure_chunks(doc: Document, max_chars: int) -> list[Chunk]:
     the path as a list."""
     _check_doc(doc)
     _positive("max_chars", max_chars)
-    chunks: list[Chunk] = []
+    spans, titles, headings = [], [], []
     for path, blocks in _sections(doc.text):
         pieces = []
         for s, e, atomic in blocks:
@@ -238,7 +237,8 @@ def structure_chunks(doc: Document, max_chars: int) -> list[Chunk]:
                 pieces.append((s, e))
             else:
                 pieces.extend(_fit(doc.text, sentence_spans(doc.text, s, e), max_chars))
-        title = " > ".join(path) if path else doc.title
-        for c in _make(doc, _pack(pieces, max_chars), title, chunker="structure", headings=path):
-            chunks.append(Chunk(c.doc_id, c.start, c.end, c.text, c.title, {**c.meta, "chunk": len(chunks)}))
-    return chunks
+        packed = _pack(pieces, max_chars)
+        spans += packed
+        titles += [" > ".join(path) if path else doc.title] * len(packed)
+        headings += [list(path) for _ in packed]
+    return _make(doc, spans, "structure", titles, headings)
