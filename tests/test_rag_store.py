@@ -299,3 +299,16 @@ def test_unknown_names_raise_listing_the_choices():
         VectorStore(4, metric="dot")
     with pytest.raises(ValueError, match="'nprobe'"):
         VectorStore(4, index="flat", nprobe=3)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_many_small_adds_equal_one_batch(metric):
+    x, q = _data(13, n=1500, d=8, q=5)
+    one, many = VectorStore(8, metric=metric), VectorStore(8, metric=metric)
+    one.add(x)
+    for i in range(0, len(x), 7):  # buffers grow by doubling across these
+        many.add(x[i : i + 7])
+        if i % 700 == 0:
+            many.search(q, 3)  # searches between adds see every row added so far
+    for a, b in zip(one.search(q, 20), many.search(q, 20), strict=True):
+        np.testing.assert_array_equal(a, b)

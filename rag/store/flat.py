@@ -36,7 +36,8 @@ class FlatIndex:
         self.dim = dim
         self.block_size = int(block_size)
         self.query_batch = int(query_batch)
-        self._sqnorms = np.zeros(0, np.float32)  # (n_rows,) |x|^2, only for "l2"
+        self._sqnorms = np.zeros(0, np.float32)  # (capacity,) |x|^2 of rows [0, _known), only for "l2"
+        self._known = 0
 
     @property
     def params(self) -> dict:
@@ -53,19 +54,25 @@ class FlatIndex:
         if self.metric != "l2":
             return
         rows = np.asarray(rows, dtype=np.int64)
-        n = int(rows.max()) + 1 if len(rows) else 0
-        if n > len(self._sqnorms):
-            grown = np.zeros(n, np.float32)
-            grown[: len(self._sqnorms)] = self._sqnorms
+        if len(rows):
+            self._grow(int(rows.max()) + 1)
+            self._sqnorms[rows] = np.einsum("ij,ij->i", vectors, vectors)
+            self._known = max(self._known, int(rows.max()) + 1)  # the store appends rows in order
+
+    def _grow(self, n: int) -> None:
+        if n > len(self._sqnorms):  # doubling keeps many small adds linear overall
+            grown = np.zeros(max(n, 2 * len(self._sqnorms)), np.float32)
+            grown[: self._known] = self._sqnorms[: self._known]
             self._sqnorms = grown
-        self._sqnorms[rows] = np.einsum("ij,ij->i", vectors, vectors)
 
     def _norms(self, vectors: np.ndarray) -> np.ndarray:
         """|x|^2 of all of ``vectors``; rows this index has not seen (e.g. after a load) are computed now."""
         n = len(vectors)
-        if len(self._sqnorms) < n:
-            tail = vectors[len(self._sqnorms) :]
-            self._sqnorms = np.concatenate([self._sqnorms, np.einsum("ij,ij->i", tail, tail)])
+        if self._known < n:
+            self._grow(n)
+            tail = vectors[self._known :]
+            self._sqnorms[self._known : n] = np.einsum("ij,ij->i", tail, tail)
+            self._known = n
         return self._sqnorms[:n]
 
     def search(

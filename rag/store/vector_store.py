@@ -76,8 +76,8 @@ class VectorStore:
         self.index = make_index(index, metric, self.dim, self.index_params)
         self._vectors = np.zeros((0, self.dim), np.float32)  # (capacity, dim); rows [0, n_rows) are used
         self.n_rows = 0
-        self._ids = np.zeros(0, np.int64)  # (n_rows,) external id of each row
-        self._alive = np.zeros(0, bool)  # (n_rows,) False once removed or upserted over
+        self._ids = np.zeros(0, np.int64)  # (capacity,) external id of each row
+        self._alive = np.zeros(0, bool)  # (capacity,) False once removed or upserted over, or unused
         self._row_of: dict[int, int] = {}  # live id -> row
         self.next_id = 0
         self.meta = MetadataTable()
@@ -228,19 +228,26 @@ class VectorStore:
     def _append(self, vectors, ids, metadata, replaced=()) -> None:
         n = len(vectors)
         rows = np.arange(self.n_rows, self.n_rows + n, dtype=np.int64)
-        if self.n_rows + n > len(self._vectors):
-            grown = np.zeros((max(2 * len(self._vectors), self.n_rows + n, 1024), self.dim), np.float32)
-            grown[: self.n_rows] = self.vectors
-            self._vectors = grown
-        self._vectors[rows] = vectors
+        if self.n_rows + n > len(self._vectors):  # doubling keeps many small adds linear overall
+            capacity = max(2 * len(self._vectors), self.n_rows + n, 1024)
+            self._vectors = _grown(self._vectors, capacity, self.n_rows)
+            self._ids = _grown(self._ids, capacity, self.n_rows)
+            self._alive = _grown(self._alive, capacity, self.n_rows)
+        self._vectors[rows] = vectors  # rows past n_rows: invisible until the end
         self.index.add(vectors, rows)  # if it raises, nothing below has run: the store is unchanged
         self._alive[list(replaced)] = False
-        self._ids = np.concatenate([self.ids, ids])
-        self._alive = np.concatenate([self.alive, np.ones(n, bool)])
+        self._ids[rows] = ids
+        self._alive[rows] = True
         self.meta.append(metadata, n)
         self._row_of.update(zip(ids.tolist(), rows.tolist(), strict=True))
         self.n_rows += n
         self.next_id = max(self.next_id, int(ids.max()) + 1) if n else self.next_id
+
+
+def _grown(a: np.ndarray, capacity: int, used: int) -> np.ndarray:
+    out = np.zeros((capacity, *a.shape[1:]), a.dtype)
+    out[:used] = a[:used]
+    return out
 
 
 def _as_id(id) -> int:
