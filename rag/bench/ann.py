@@ -31,6 +31,7 @@ import platform
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class AnnBenchConfig:
     nprobe: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     M: int = 16
     ef_construction: int = 200
-    ef: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
+    ef: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     hnsw_n: int | None = field(default=None, metadata={"help": "build our HNSW on the first rows only"})
     seed: int = 0
     embed_threads: int = field(default=2, metadata={"help": "torch threads while embedding (not timed)"})
@@ -191,75 +192,122 @@ def hnswlib_bytes(index) -> int:
         return (Path(tmp) / "index.bin").stat().st_size
 
 
-def sweep_rows(cfg, family, system, x, q, truth, build_s, memory, settings, search) -> list[dict]:
-    """One row per setting: ``search(setting) -> rows (Q, k)``."""
+@dataclass
+class Built:
+    """One built system: ``search(setting)`` gives the (Q, k) rows found at that setting."""
+
+    family: str
+    name: str
+    build_s: float
+    memory: int  # bytes
+    settings: list[tuple[str, int]]  # [("nprobe", 4), ...]; [("", 0)] for exact search
+    search: Callable[[int], np.ndarray]
+
+
+def measure(built: Built, n: int, q: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """One table row per setting: recall@k against ``truth`` and batch QPS (best of :func:`timed`)."""
     rows = []
-    for name, value in settings:
-        found, secs = timed(lambda value=value: search(value))
-        rows.append(
-            dict(
-                family=family,
-                system=system,
-                params=f"{name}={value}" if name else "",
-                n=len(x),
-                recall=recall_at(np.asarray(found, dtype=np.int64), truth),
-                qps=len(q) / secs,
-                build_s=build_s,
-                memory_mb=memory / 2**20,
-            )
+    for name, value in built.settings:
+        found, secs = timed(lambda value=value: built.search(value))
+        row = dict(
+            family=built.family,
+            system=built.name,
+            params=f"{name}={value}" if name else "",
+            n=n,
+            recall=recall_at(np.asarray(found, dtype=np.int64), truth),
+            qps=len(q) / secs,
+            build_s=built.build_s,
+            memory_mb=built.memory / 2**20,
         )
-        print(f"  {system} {rows[-1]['params']}: recall {rows[-1]['recall']:.4f}, {rows[-1]['qps']:.1f} QPS")
+        print(
+            f"  {row['system']} {row['params']}: recall {row['recall']:.4f}, {row['qps']:.1f} QPS", flush=True
+        )
+        rows.append(row)
     return rows
 
 
-def clock(fn):
+def clock(fn) -> float:
     t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+    fn()
+    return time.perf_counter() - t
 
 
-def hnsw_systems(cfg, x, q, truth, with_ours: bool, with_faiss: bool) -> list[dict]:
-    """hnswlib, and our HNSW and faiss' when asked, on ``x`` with the same M and ef_construction."""
+def flat_systems(cfg, x, q) -> Iterator[Built]:
+    import faiss
+
+    exact = [("", 0)]
+    ref = faiss.IndexFlatIP(x.shape[1])
+    build = clock(lambda: ref.add(x))
+    yield Built(
+        "faiss flat", "faiss IndexFlatIP", build, faiss_bytes(ref), exact, lambda _: ref.search(q, cfg.k)[1]
+    )
+    ours = FlatIndex("ip", x.shape[1])
+    build = clock(lambda: ours.add(x, np.arange(len(x))))
+    yield Built(
+        "flat (ours)", "flat (ours)", build, x.nbytes, exact, lambda _: ours.search(x, q, cfg.k, None)[1]
+    )
+
+
+def ivf_systems(cfg, x, q) -> Iterator[Built]:
+    import faiss
+
+    d, probes = x.shape[1], [("nprobe", p) for p in cfg.nprobe if p <= cfg.nlist]
+    ours = IVFIndex("ip", d, nlist=cfg.nlist, seed=cfg.seed)
+    build = clock(lambda: ours.add(x, np.arange(len(x))))
+
+    def ours_search(nprobe):
+        ours.nprobe = nprobe
+        return ours.search(x, q, cfg.k, None)[1]
+
+    yield Built(
+        "IVF (ours)", f"IVF (ours) nlist={cfg.nlist}", build, x.nbytes + ours.nbytes, probes, ours_search
+    )
+    ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cfg.nlist, faiss.METRIC_INNER_PRODUCT)
+    build = clock(lambda: (ref.train(x), ref.add(x)))
+
+    def ref_search(nprobe):
+        ref.nprobe = nprobe
+        return ref.search(q, cfg.k)[1]
+
+    yield Built("faiss IVF", f"faiss IVFFlat nlist={cfg.nlist}", build, faiss_bytes(ref), probes, ref_search)
+
+
+def hnsw_systems(cfg, x, q, with_ours: bool, with_faiss: bool) -> Iterator[Built]:
+    """hnswlib, and ours and faiss' when asked, on ``x`` with the same M and ef_construction."""
     import faiss
     import hnswlib
 
-    d, k, rows = x.shape[1], cfg.k, []
-    efs = [("ef", e) for e in cfg.ef]
+    d, k, efs = x.shape[1], cfg.k, [("ef", e) for e in cfg.ef]
     if with_ours:
-        print(f"building our HNSW on {len(x)} vectors (pure Python)")
+        print(f"building our HNSW on {len(x)} vectors (pure Python)", flush=True)
         ours = HNSWIndex("ip", d, M=cfg.M, ef_construction=cfg.ef_construction, seed=cfg.seed)
-        _, build = clock(lambda: ours.add(x, np.arange(len(x))))
+        build = clock(lambda: ours.add(x, np.arange(len(x))))
 
         def ours_search(ef):
             ours.ef_search = ef
             return ours.search(x, q, k, None)[1]
 
-        rows += sweep_rows(
-            cfg, "HNSW (ours)", "HNSW (ours)", x, q, truth, build, ours.nbytes, efs, ours_search
-        )
+        yield Built("HNSW (ours)", "HNSW (ours)", build, ours.nbytes, efs, ours_search)
     lib = hnswlib.Index("ip", d)
     lib.init_index(len(x), M=cfg.M, ef_construction=cfg.ef_construction, random_seed=cfg.seed)
     lib.set_num_threads(1)
-    _, build = clock(lambda: lib.add_items(x, np.arange(len(x)), num_threads=1))
+    build = clock(lambda: lib.add_items(x, np.arange(len(x)), num_threads=1))
 
     def lib_search(ef):
         lib.set_ef(ef)
         return lib.knn_query(q, k, num_threads=1)[0].astype(np.int64)
 
-    rows += sweep_rows(cfg, "hnswlib", "hnswlib", x, q, truth, build, hnswlib_bytes(lib), efs, lib_search)
+    yield Built("hnswlib", "hnswlib", build, hnswlib_bytes(lib), efs, lib_search)
     if with_faiss:
-        fh = faiss.IndexHNSWFlat(d, cfg.M, faiss.METRIC_INNER_PRODUCT)
-        fh.hnsw.efConstruction = cfg.ef_construction
-        _, build = clock(lambda: fh.add(x))
+        ref = faiss.IndexHNSWFlat(d, cfg.M, faiss.METRIC_INNER_PRODUCT)
+        ref.hnsw.efConstruction = cfg.ef_construction
+        build = clock(lambda: ref.add(x))
 
-        def fh_search(ef):
-            fh.hnsw.efSearch = ef
-            return fh.search(q, k)[1]
+        def ref_search(ef):
+            ref.hnsw.efSearch = ef
+            return ref.search(q, k)[1]
 
-        rows += sweep_rows(
-            cfg, "faiss HNSW", "faiss IndexHNSWFlat", x, q, truth, build, faiss_bytes(fh), efs, fh_search
-        )
-    return rows
+        yield Built("faiss HNSW", "faiss IndexHNSWFlat", build, faiss_bytes(ref), efs, ref_search)
 
 
 def run(cfg: AnnBenchConfig) -> dict:
@@ -270,83 +318,20 @@ def run(cfg: AnnBenchConfig) -> dict:
 
     x, q = load_data(cfg)
     N, d, k = *x.shape, cfg.k
-    print(f"rag.bench.ann: data={cfg.data} N={N} dim={d} queries={len(q)} k={k}, one thread")
+    sub = N if cfg.hnsw_n is None else cfg.hnsw_n
+    print(f"rag.bench.ann: data={cfg.data} N={N} dim={d} queries={len(q)} k={k}, one thread", flush=True)
+    rows = []
     with threadpool_limits(1):  # numpy's, faiss' and torch's BLAS and OpenMP pools
         faiss.omp_set_num_threads(1)
         torch.set_num_threads(1)
-        flat = faiss.IndexFlatIP(d)
-        _, build = clock(lambda: flat.add(x))
-        truth = flat.search(q, k)[1]  # (Q, k) exact
-        rows = sweep_rows(
-            cfg,
-            "faiss flat",
-            "faiss IndexFlatIP",
-            x,
-            q,
-            truth,
-            build,
-            faiss_bytes(flat),
-            [("", 0)],
-            lambda _: flat.search(q, k)[1],
-        )
-        ours_flat = FlatIndex("ip", d)
-        _, build = clock(lambda: ours_flat.add(x, np.arange(N)))
-        rows += sweep_rows(
-            cfg,
-            "flat (ours)",
-            "flat (ours)",
-            x,
-            q,
-            truth,
-            build,
-            x.nbytes,
-            [("", 0)],
-            lambda _: ours_flat.search(x, q, k, None)[1],
-        )
-
-        probes = [("nprobe", p) for p in cfg.nprobe if p <= cfg.nlist]
-        ivf = IVFIndex("ip", d, nlist=cfg.nlist, seed=cfg.seed)
-        _, build = clock(lambda: ivf.add(x, np.arange(N)))
-
-        def ivf_search(p):
-            ivf.nprobe = p
-            return ivf.search(x, q, k, None)[1]
-
-        rows += sweep_rows(
-            cfg,
-            "IVF (ours)",
-            f"IVF (ours) nlist={cfg.nlist}",
-            x,
-            q,
-            truth,
-            build,
-            x.nbytes + ivf.nbytes,
-            probes,
-            ivf_search,
-        )
-        fivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cfg.nlist, faiss.METRIC_INNER_PRODUCT)
-        _, build = clock(lambda: (fivf.train(x), fivf.add(x)))
-
-        def fivf_search(p):
-            fivf.nprobe = p
-            return fivf.search(q, k)[1]
-
-        rows += sweep_rows(
-            cfg,
-            "faiss IVF",
-            f"faiss IVFFlat nlist={cfg.nlist}",
-            x,
-            q,
-            truth,
-            build,
-            faiss_bytes(fivf),
-            probes,
-            fivf_search,
-        )
-        sub = N if cfg.hnsw_n is None else cfg.hnsw_n
+        truth = flat_truth(x, q, k)  # (Q, k) exact
+        groups = [(flat_systems(cfg, x, q), N, truth), (ivf_systems(cfg, x, q), N, truth)]
         if sub < N:  # ours and hnswlib on the subset, then the peers on all rows
-            rows += hnsw_systems(cfg, x[:sub], q, flat_truth(x[:sub], q, k), with_ours=True, with_faiss=False)
-        rows += hnsw_systems(cfg, x, q, truth, with_ours=sub == N, with_faiss=True)
+            groups.append((hnsw_systems(cfg, x[:sub], q, True, False), sub, flat_truth(x[:sub], q, k)))
+        groups.append((hnsw_systems(cfg, x, q, sub == N, True), N, truth))
+        for systems, n, t in groups:
+            for built in systems:
+                rows += measure(built, n, q, t)
     notes = [
         "QPS: all queries as one batch per system, one thread; our HNSW loops over the queries in Python",
         "memory: ours from array sizes plus the base vectors flat/IVF scan; faiss: serialize_index size; "

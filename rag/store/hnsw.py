@@ -246,7 +246,7 @@ class HNSWIndex:
         self.rows = np.concatenate([self.rows, rows])
         self.levels = np.concatenate([self.levels, levels])
         self.n = start + N
-        for node in tqdm(range(start, start + N), desc="hnsw add", disable=N < 20_000):
+        for node in tqdm(range(start, start + N), desc="hnsw add", disable=N < 20_000, mininterval=2.0):
             self._insert(node)
 
     # -- algorithm 5 --------------------------------------------------------------------------------------
