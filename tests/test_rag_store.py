@@ -102,6 +102,10 @@ def test_hand_worked_ties_and_padding():
     assert rows.tolist() == [[0, 3, 4, 1]] and scores.tolist() == [[1, 1, 0.5, 0]]
     scores, rows = index.search(x, np.array([[1, 0]], np.float32), 3, np.array([0, 1, 0, 0, 0], bool))
     assert rows.tolist() == [[1, -1, -1]] and scores.tolist() == [[0, -np.inf, -np.inf]]
+    same = FlatIndex("l2", 2, block_size=64)  # every row ties: the first k rows win, in order
+    same.add(np.ones((1000, 2), np.float32), np.arange(1000))
+    scores, rows = same.search(np.ones((1000, 2), np.float32), np.zeros((3, 2), np.float32), 5, None)
+    assert rows.tolist() == [[0, 1, 2, 3, 4]] * 3 and np.all(scores == 2)
 
 
 def _meta(n, seed=7):

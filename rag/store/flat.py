@@ -119,11 +119,12 @@ class FlatIndex:
                 if norms is not None:
                     s -= norms[None, block_rows]
             nb = s.shape[1]
-            cut = threshold
+            # a later row that ties with a kept one loses (rows ascend): only a strictly better score enters
+            passes = s > threshold[:, None]  # (B, nb)
             if nb > k and np.isneginf(threshold).any():
-                # the block's own k-th best bounds what can enter from it
-                cut = np.maximum(threshold, np.partition(s, nb - k, axis=1)[:, nb - k])
-            hits = np.flatnonzero(s >= cut[:, None])  # 1-D: ~10x faster than a 2-D np.nonzero
+                # the block's own k-th best bounds what can enter from it; its ties at that place may enter
+                passes &= s >= np.partition(s, nb - k, axis=1)[:, nb - k, None]
+            hits = np.flatnonzero(passes)  # 1-D: ~10x faster than a 2-D np.nonzero
             if len(hits) == 0:
                 continue
             qi, ci = np.divmod(hits, nb)
