@@ -2,7 +2,7 @@
 
 The query-likelihood scorer is checked against the model's own cross-entropy (``GPT(idx, targets)``'s
 mean loss over the query tokens, a separate code path) within 1e-5, batched against one pair at a time,
-and on three hand-made cases (one relevant and two unrelated passages each): the relevant passage must
+and on five hand-made cases (one relevant and two unrelated passages each): the relevant passage must
 rank first. The yes/no scorer is checked against ``NextTokenScorer``'s label log-probabilities.
 """
 
@@ -49,6 +49,24 @@ CASES = [
             "Water boils at 100 degrees Celsius at sea level.",
         ],
         2,
+    ),
+    (
+        "How long can a European lobster grow?",
+        [
+            "The treaty ended the war in 1648.",
+            "Homarus gammarus may grow to a length of 60 cm and a mass of 6 kilograms.",
+            "A compiler translates source code into machine code.",
+        ],
+        1,
+    ),
+    (
+        "Which gas do plants release during photosynthesis?",
+        [
+            "Photosynthesis turns sunlight, water and carbon dioxide into sugar and oxygen.",
+            "The treaty ended the war in 1648.",
+            "Paris is the capital of France.",
+        ],
+        0,
     ),
 ]
 
@@ -106,8 +124,8 @@ def test_validation():
 def test_query_likelihood_equals_model_cross_entropy(smollm2):
     model, tok = smollm2
     scorer = QueryLikelihoodScorer(model, tok, batch_size=3)
-    queries = [q for q, _, _ in CASES for _ in range(3)]
-    passages = [p for _, ps, _ in CASES for p in ps]
+    queries = [q for q, _, _ in CASES[:3] for _ in range(3)]
+    passages = [p for _, ps, _ in CASES[:3] for p in ps]
     got = scorer(queries, passages)  # (9,), batches of 3 of different lengths
     want = []
     for q, p in zip(queries, passages, strict=True):

@@ -12,10 +12,11 @@ offline, so the cross-scorers here are a small chat LM, SmolLM2, used pointwise 
   Question Generation"): the mean log-probability of the query's tokens after "Passage: ... Please write
   a question based on this passage.", so a passage scores by how well it explains the question.
 
-On hand-made probes (5 questions, 1 relevant and 2 unrelated passages each, SmolLM2-135M Q4_1) the
-query likelihood put the relevant passage first 5/5 times with a clear margin, P("Yes") 2-4/5 depending
-on the wording with margins near 0.01: a 135M model mostly says "No" to every passage. So
-:meth:`Reranker.from_model` uses the query likelihood unless told ``method="yes_no"``.
+On the five cases of ``tests/test_rag_rerank.py`` (one relevant and two unrelated passages each,
+SmolLM2-135M Q4_1) the query likelihood puts the relevant passage first every time, ahead of the next
+by 0.8 to 2.5 nats per token. P("Yes") stays below 0.1 (a 135M model says "No" to almost anything),
+ranks an unrelated passage first in one case and puts the relevant one first by at most 0.03 in the others.
+So :meth:`Reranker.from_model` uses the query likelihood unless told ``method="yes_no"``.
 """
 
 from collections.abc import Callable, Sequence
