@@ -185,7 +185,9 @@ def test_structure_never_splits_a_code_fence():
     assert_exact_and_covering(doc, chunks)
 
 
-@given(st.text(alphabet=st.sampled_from("ab .\n#=`"), max_size=300), st.integers(1, 40), st.integers(0, 39))
+@given(
+    st.text(alphabet=st.sampled_from("ab .\n\t#=`~"), max_size=300), st.integers(1, 40), st.integers(0, 39)
+)
 def test_random_text_spans_exact_and_covering(text, size, overlap):
     doc = Document("r", text)
     overlap = min(overlap, size - 1)

@@ -10,6 +10,8 @@ simplest to most aware of the text, each ``(doc, ...) -> list[Chunk]`` with exac
 - :func:`structure_chunks`: Markdown (``# H``) and wikitext (``= = H = =``) sections, paragraphs and fenced
   code blocks (kept whole) packed up to ``max_chars`` without crossing a heading; each chunk's ``title``
   is its heading path ("Article > Section"), as LangChain's ``MarkdownHeaderTextSplitter`` records it.
+  Only ATX headings and ``` / ~~~ fences are structure: setext (underlined) headings, indented code
+  and HTML read as paragraphs.
 
 Every chunk copies its document's ``meta`` and adds ``"chunker"`` (which one made it) and ``"chunk"`` (its
 position in the document's list).
