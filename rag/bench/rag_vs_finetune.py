@@ -55,14 +55,17 @@ class RagBenchConfig:
     test_fraction: float = 0.2
     k: int = field(default=3, metadata={"help": "sources shown to the model"})
     chunk_chars: int = field(default=1000, metadata={"help": "structure_chunks' max characters per chunk"})
-    max_tokens: int = field(default=24, metadata={"help": "new tokens per answer"})
+    max_tokens: int = field(default=20, metadata={"help": "new tokens per answer"})
     max_context_tokens: int = 1024
-    ft_epochs: float = field(default=3.0, metadata={"help": "passes over the fine-tuning examples"})
+    ft_epochs: float = field(default=2.0, metadata={"help": "passes over the fine-tuning examples"})
     ft_batch: int = 8
     ft_lr: float = 2e-4
     lora_r: int = 16
     n_edits: int = field(default=12, metadata={"help": "facts changed after fine-tuning"})
-    judge: bool = field(default=True, metadata={"help": "score faithfulness with SmolLM2 as the judge"})
+    judge: tuple[str, ...] = field(
+        default=("rag-hybrid", "rag-hybrid+ft"),
+        metadata={"help": "systems whose faithfulness SmolLM2 also judges (each costs a prefill per answer)"},
+    )
 
     def __post_init__(self):
         if not 0 < self.test_fraction < 1:
@@ -229,7 +232,7 @@ def run(cfg: RagBenchConfig) -> dict:
     tuned, result["finetune"] = finetune_on_documents(model, tok, docs, train, cfg, out)
     engines = {m: LLMEngine(net, tokenizer=tok, max_num_seqs=16, memory_budget=512 << 20)
                for m, net in (("base", model), ("tuned", tuned))}  # fmt: skip
-    scorer = NextTokenScorer(model, tok) if cfg.judge else None
+    scorer = NextTokenScorer(model, tok)
     systems = {  # name -> (retriever name or None, engine)
         "closed-book": (None, "base"),
         "fine-tuned": (None, "tuned"),
@@ -245,7 +248,9 @@ def run(cfg: RagBenchConfig) -> dict:
 
     answers = {}
     for name, (r, e) in systems.items():
-        answers[name] = answer_and_score(name, pipeline(retrievers.get(r), e), test, cfg, scorer, counts)
+        answers[name] = answer_and_score(
+            name, pipeline(retrievers.get(r), e), test, cfg, scorer if name in cfg.judge else None, counts
+        )
     result["answers"] = answers
     result["answer_set"] = {
         "documents": len(docs),

@@ -1,11 +1,9 @@
 """The tables and the figure of ``python -m rag.bench --part rag`` (rag_vs_finetune.py makes the numbers)."""
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import io
 
 from gpt.training.checkpoint import write_atomic
+from rag.plots import plot_rag_systems
 
 ANSWER_COLUMNS = (  # (header, metric in evaluate()'s means, format)
     ("contains", "contains", "{:.3f}"),
@@ -72,32 +70,8 @@ def print_rag(result: dict) -> None:
 
 
 def plot_rag(result: dict, path) -> None:
-    """Accuracy with its 95% interval per system, and who follows the edited documents."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    names = list(result["answers"])
-    vals = [result["answers"][n]["means"]["contains"]["value"] for n in names]
-    cis = [result["answers"][n]["means"]["contains"]["ci95"] for n in names]
-    err = [
-        [v - lo for v, (lo, _) in zip(vals, cis, strict=True)],
-        [hi - v for v, (_, hi) in zip(vals, cis, strict=True)],
-    ]
-    ax1.bar(names, vals, yerr=err, capsize=3, color="tab:blue")
-    ax1.set_ylabel("answer contains the gold")
-    ax1.set_title(f"{result['answer_set']['test_questions']} held-out pystdlib questions")
-    ax1.tick_params(axis="x", rotation=30)
-    upd = result["update"]
-    new = [upd[n]["new"] for n in names]
-    old = [upd[n]["old"] for n in names]
-    ax2.bar(names, new, label="new fact", color="tab:green")
-    ax2.bar(names, old, bottom=new, label="old fact", color="tab:red")
-    ax2.set_ylim(0, 1)
-    ax2.set_title(f"after {len(result['edits'])} facts change in the documents")
-    ax2.tick_params(axis="x", rotation=30)
-    ax2.legend()
-    fig.tight_layout()
-    import io
-
+    """``rag.plots.plot_rag_systems`` written to ``path`` (PNG, atomically)."""
+    fig = plot_rag_systems(result)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     write_atomic(path, buf.getvalue())
