@@ -9,6 +9,10 @@ Where faiss keeps a heap per query, we keep a running threshold per query (its c
 after the first block only a handful of scores pass it, so selecting the top-k costs one comparison per
 score plus work on the few survivors, and no Python loop runs per query.
 
+On 100k x 384 random vectors, 1,000 queries, k=10, one thread (2 shared CPU cores, load ~4) this ran
+at 0.90x the QPS of faiss ``IndexFlatIP`` and 0.94x of ``IndexFlatL2``, with identical ids; the flat
+rows of ``python -m rag.bench.ann`` measure it again.
+
 Ties: equal scores are listed by ascending row, and of several rows tied at the k-th place the lowest
 rows are kept. faiss's heaps compare (score, id) pairs (``faiss/utils/Heap.h``, ``cmp2``) and keep the
 same rows; ``IndexFlatL2`` lists them in our order, ``IndexFlatIP`` lists tied rows by descending id.
