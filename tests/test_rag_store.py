@@ -316,3 +316,47 @@ def test_many_small_adds_equal_one_batch(metric):
             many.search(q, 3)  # searches between adds see every row added so far
     for a, b in zip(one.search(q, 20), many.search(q, 20), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_numpy_filter_path_equals_python_comparisons():
+    from rag.store.filters import MetadataTable, filter_mask
+
+    rng = np.random.default_rng(14)
+    rows = []
+    for i in range(400):
+        row = {
+            "i": int(rng.integers(-5, 5)),
+            "f": [1, 2.5, -3, 0.0, 7][i % 5],
+            "s": ["a", "b", "ab", ""][i % 4],
+        }
+        row["m"] = [1, "1", True, 2.0][i % 4]  # mixed kinds: compared in Python
+        if i % 3:
+            row["big"] = 2**70 if i % 2 else 5  # beyond int64: compared in Python
+        rows.append(row)
+    table = MetadataTable()
+    table.append(rows, len(rows))
+    python_ops = {
+        "eq": lambda v, x: v == x,
+        "ne": lambda v, x: v != x,
+        "gt": lambda v, x: v > x,
+        "gte": lambda v, x: v >= x,
+        "lt": lambda v, x: v < x,
+        "lte": lambda v, x: v <= x,
+    }
+    operands = {
+        "i": [0, 2.5, -5, True],
+        "f": [2.5, 0, -3.0],
+        "s": ["ab", "b"],
+        "m": [1, "1"],
+        "big": [5, 2**70],
+    }
+    for field, xs in operands.items():
+        for x in xs:
+            for op, fn in python_ops.items():
+                if field == "m" and op not in ("eq", "ne"):
+                    continue
+                want = [field in r and bool(fn(r[field], x)) for r in rows]
+                assert filter_mask({field: {op: x}}, table).tolist() == want, (field, op, x)
+        for choice in (xs, xs[:1], []):
+            want = [field in r and r[field] in choice for r in rows]
+            assert filter_mask({field: {"in": choice}}, table).tolist() == want, (field, choice)

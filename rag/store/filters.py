@@ -31,6 +31,7 @@ class MetadataTable:
         self._chunks: dict[
             str, list[tuple[int, np.ndarray, np.ndarray]]
         ] = {}  # field -> [(first row, values, present)]
+        self._typed: dict[str, tuple[int, np.ndarray | None]] = {}  # field -> (n_rows, typed), lazily
         self._columns: dict[
             str, tuple[np.ndarray, np.ndarray]
         ] = {}  # field -> (values, present), built lazily
@@ -63,6 +64,23 @@ class MetadataTable:
                 present[start : start + len(p)] = p
             self._columns[field] = (values, present)
         return self._columns[field]
+
+    def typed(self, field: str) -> np.ndarray | None:
+        """The present values of ``field`` as one int64, float64 or str array when they are all of that
+        kind (bools excluded), else None; lets common filters compare whole columns in numpy."""
+        values, present = self.column(field)
+        cached = self._typed.get(field)
+        if cached is None or cached[0] != self.n_rows:
+            sub = values[present].tolist()
+            kinds = {"bool" if isinstance(v, bool) else type(v).__name__ for v in sub}
+            dtype = {frozenset({"int"}): np.int64, frozenset({"float"}): np.float64}.get(frozenset(kinds))
+            dtype = np.float64 if kinds == {"int", "float"} else str if kinds == {"str"} else dtype
+            try:
+                arr = None if dtype is None or not sub else np.array(sub, dtype=dtype)
+            except OverflowError:  # ints beyond int64
+                arr = None
+            cached = self._typed[field] = (self.n_rows, arr)
+        return cached[1]
 
     def row(self, row: int) -> dict:
         out = {}
@@ -120,16 +138,44 @@ def filter_mask(flt: dict, table: MetadataTable) -> np.ndarray:
         for op, operand in clauses.items():
             if op not in OPERATORS:
                 raise ValueError(f"filter on {field!r}: unknown operator {op!r}; choose from {OPERATORS}")
-            mask &= _clause(field, op, operand, values, present)
+            mask &= _clause(field, op, operand, values, present, table.typed(field))
     return mask
 
 
-def _clause(field, op, operand, values, present) -> np.ndarray:
+_NUMPY_OPS = {
+    "eq": np.equal,
+    "ne": np.not_equal,
+    "gt": np.greater,
+    "gte": np.greater_equal,
+    "lt": np.less,
+    "lte": np.less_equal,
+}
+
+
+def _fits(typed: np.ndarray, operand) -> bool:
+    """Whether ``operand`` compares with ``typed`` in numpy exactly as with the Python values."""
+    if typed.dtype.kind == "U":
+        return isinstance(operand, str)
+    return isinstance(operand, (int, float)) and not isinstance(operand, bool)
+
+
+def _clause(field, op, operand, values, present, typed) -> np.ndarray:
     rows = np.flatnonzero(present)
+    mask = np.zeros(len(values), dtype=bool)
+    if op == "in" and (isinstance(operand, (str, bytes, dict)) or not hasattr(operand, "__iter__")):
+        raise TypeError(f"filter on {field!r}: 'in' takes a list of values, got {operand!r}")
+    if typed is not None:  # the fast path: one numpy comparison over the column
+        try:
+            if op == "in" and all(_fits(typed, v) for v in operand):
+                mask[rows] = np.isin(typed, np.array(list(operand))) if operand else False
+                return mask
+            if op != "in" and _fits(typed, operand):
+                mask[rows] = _NUMPY_OPS[op](typed, operand)
+                return mask
+        except (OverflowError, TypeError):
+            pass  # e.g. an int operand beyond int64: compare in Python below
     sub = values[rows]
     if op == "in":
-        if isinstance(operand, (str, bytes, dict)) or not hasattr(operand, "__iter__"):
-            raise TypeError(f"filter on {field!r}: 'in' takes a list of values, got {operand!r}")
         try:
             choices = set(operand)
             ok = [v in choices for v in sub]
@@ -152,6 +198,5 @@ def _clause(field, op, operand, values, present) -> np.ndarray:
             raise ValueError(
                 f"filter on {field!r}: cannot compare stored values of type {kinds} with {operand!r} ({op})"
             ) from None
-    mask = np.zeros(len(values), dtype=bool)
     mask[rows] = np.asarray(ok, dtype=bool)
     return mask
