@@ -1,4 +1,4 @@
-"""Saving a :class:`~rag.store.vector_store.VectorStore` to one file: versioned, checksummed, atomic.
+"""The file a :class:`~rag.store.vector_store.VectorStore` saves to: one file, versioned, checksummed, atomic.
 
 The file is an uncompressed zip (what ``np.savez`` writes) of raw ``.npy`` arrays, ``metadata.json``, and
 ``header.json`` last: format name and version, dim, metric, the index kind and its params, and the
@@ -9,8 +9,9 @@ raises ``ValueError("corrupt store ...")`` instead of returning wrong neighbours
 A save writes ``.<name>.tmp-<pid>-<random>`` next to the target, fsyncs it, renames it over the target
 with ``os.replace`` (atomic on POSIX and Windows) and fsyncs the directory, so a crash at any moment
 leaves either the old store or the new one at ``path``, never a mix; a crash leaves the hidden temp file
-behind, which :func:`load_store` never reads (it opens ``path`` only). The same recipe as
-``safetensors``/``torch.save`` callers and SQLite's rollback journal use: write aside, then swap.
+behind, which :func:`load_file` never reads (it opens ``path`` only). This is the recipe of
+``gpt.training.checkpoint.atomic_file``, written out here (plus the directory fsync) so that the
+numpy-only store does not import torch through that module.
 """
 
 import hashlib
@@ -39,12 +40,10 @@ class _HashingWriter:
         return self.f.write(data)
 
 
-def save_store(store, path) -> None:
-    """Write ``store`` to ``path`` atomically (see the module docstring)."""
+def save_file(path, header: dict, arrays: dict[str, np.ndarray], metadata: list[dict]) -> None:
+    """Write ``arrays`` (member name -> array), ``metadata`` and ``header`` (JSON fields, to which the
+    format, version and member checksums are added) to ``path`` atomically (see the module docstring)."""
     path = Path(path)
-    arrays = {"vectors.npy": store.vectors, "ids.npy": store.ids, "alive.npy": store.alive}
-    index_state = store.index.state() if store.n_rows else {}  # an IVF index has no state before training
-    arrays.update({f"index/{name}.npy": np.asarray(a) for name, a in index_state.items()})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         with open(tmp, "wb") as f:
@@ -60,24 +59,11 @@ def save_store(store, path) -> None:
                         "dtype": arr.dtype.str,
                         "shape": arr.shape,
                     }
-                meta = json.dumps(store.meta.rows()).encode()
+                meta = json.dumps(metadata).encode()
                 zf.writestr("metadata.json", meta)
                 members["metadata.json"] = {"sha256": hashlib.sha256(meta).hexdigest()}
-                header = {
-                    "format": FORMAT,
-                    "version": VERSION,
-                    "dim": store.dim,
-                    "metric": store.metric,
-                    "index": {
-                        "kind": store.index_kind,
-                        "params": store.index.params,
-                        "state": sorted(index_state),
-                    },
-                    "n_rows": store.n_rows,
-                    "next_id": store.next_id,
-                    "members": members,
-                }
-                zf.writestr("header.json", json.dumps(header, indent=1))
+                full = {"format": FORMAT, "version": VERSION, **header, "members": members}
+                zf.writestr("header.json", json.dumps(full, indent=1))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -98,10 +84,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_store(path):
-    """The store at ``path``, after checking its format, version and every checksum."""
-    from rag.store.vector_store import VectorStore, index_class, index_metric
-
+def load_file(path) -> tuple[dict, dict[str, np.ndarray], list[dict]]:
+    """(header, arrays, metadata) of the file :func:`save_file` wrote, after checking its format, version
+    and every member's checksum, dtype and shape."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no store file at {path}")
@@ -123,33 +108,9 @@ def load_store(path):
             if arr.dtype.str != info["dtype"] or list(arr.shape) != list(info["shape"]):
                 raise ValueError(f"corrupt store {path}: member {name!r} is not the {info} the header lists")
             arrays[name] = arr
-
-    n, dim = header["n_rows"], header["dim"]
-    need = {"vectors.npy": (n, dim), "ids.npy": (n,), "alive.npy": (n,)}
-    for name, shape in need.items():
-        if name not in arrays or arrays[name].shape != shape:
-            raise ValueError(f"corrupt store {path}: {name} missing or not of shape {shape}")
-    if metadata is None or len(metadata) != n:
-        raise ValueError(f"corrupt store {path}: metadata.json missing or not one dict per row")
-    ids, alive = arrays["ids.npy"], arrays["alive.npy"]
-    if len(np.unique(ids[alive])) != int(alive.sum()):
-        raise ValueError(f"corrupt store {path}: a live id appears twice")
-
-    kind, params = header["index"]["kind"], dict(header["index"]["params"])
-    store = VectorStore(
-        dim, metric=header["metric"], index=kind, **{k: v for k, v in params.items() if k != "dim"}
-    )
-    store._vectors = np.ascontiguousarray(arrays["vectors.npy"], dtype=np.float32)
-    store._ids = ids.astype(np.int64)
-    store._alive = alive.astype(bool)
-    store.n_rows = n
-    store._row_of = dict(zip(ids[alive].tolist(), np.flatnonzero(alive).tolist(), strict=True))
-    store.next_id = int(header["next_id"])
-    store.meta.append(metadata, n)
-    if n:
-        state = {name: arrays[f"index/{name}.npy"] for name in header["index"]["state"]}
-        store.index = index_class(kind).from_state(index_metric(store.metric), params, state)
-    return store
+    if metadata is None:
+        raise ValueError(f"corrupt store {path}: metadata.json missing")
+    return header, arrays, metadata
 
 
 def _read(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:

@@ -24,6 +24,7 @@ import numpy as np
 
 from rag.store.filters import MetadataTable, check_metadata, filter_mask
 from rag.store.flat import FlatIndex
+from rag.store.persist import load_file, save_file
 
 METRICS = ("cosine", "ip", "l2")
 INDEXES = ("flat", "ivf", "hnsw")
@@ -177,16 +178,42 @@ class VectorStore:
     # ---- saving --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the store to one file, atomically (see :mod:`rag.store.persist`)."""
-        from rag.store.persist import save_store
-
-        save_store(self, path)
+        state = self.index.state() if self.n_rows else {}  # an IVF index has no state before training
+        arrays = {"vectors.npy": self.vectors, "ids.npy": self.ids, "alive.npy": self.alive}
+        arrays.update({f"index/{name}.npy": np.asarray(a) for name, a in state.items()})
+        header = {
+            "dim": self.dim,
+            "metric": self.metric,
+            "index": {"kind": self.index_kind, "params": self.index.params, "state": sorted(state)},
+            "n_rows": self.n_rows,
+            "next_id": self.next_id,
+        }
+        save_file(path, header, arrays, self.meta.rows())
 
     @classmethod
     def load(cls, path: str | Path) -> "VectorStore":
-        """The store :meth:`save` wrote; checksums and format version are verified."""
-        from rag.store.persist import load_store
-
-        return load_store(path)
+        """The store :meth:`save` wrote; format version and checksums are verified."""
+        header, arrays, metadata = load_file(path)
+        n, dim = header["n_rows"], header["dim"]
+        for name, shape in {"vectors.npy": (n, dim), "ids.npy": (n,), "alive.npy": (n,)}.items():
+            if name not in arrays or arrays[name].shape != shape:
+                raise ValueError(f"corrupt store {path}: {name} missing or not of shape {shape}")
+        ids, alive = arrays["ids.npy"].astype(np.int64), arrays["alive.npy"].astype(bool)
+        if len(metadata) != n or len(np.unique(ids[alive])) != int(alive.sum()):
+            raise ValueError(f"corrupt store {path}: metadata not one dict per row, or a live id twice")
+        kind, params = header["index"]["kind"], dict(header["index"]["params"])
+        store = cls(
+            dim, metric=header["metric"], index=kind, **{k: v for k, v in params.items() if k != "dim"}
+        )
+        store._vectors = np.ascontiguousarray(arrays["vectors.npy"], dtype=np.float32)
+        store._ids, store._alive, store.n_rows = ids, alive, n
+        store._row_of = dict(zip(ids[alive].tolist(), np.flatnonzero(alive).tolist(), strict=True))
+        store.next_id = int(header["next_id"])
+        store.meta.append(metadata, n)
+        if n:
+            state = {name: arrays[f"index/{name}.npy"] for name in header["index"]["state"]}
+            store.index = index_class(kind).from_state(index_metric(store.metric), params, state)
+        return store
 
     # ---- internals -----------------------------------------------------------------------------------
     def _check_vectors(self, x, what: str) -> np.ndarray:
