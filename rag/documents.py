@@ -1,4 +1,4 @@
-"""What retrieval passes around: a source :class:`Document`, a :class:`Chunk` of it, and a search :class:`Hit`.
+"""What retrieval passes around: a source :class:`Document`, a :class:`Chunk` of it, a search :class:`Hit`.
 
 A chunk keeps its document's id and its character span, so every retrieved passage (and every citation
 of one) traces back to the exact text it came from: ``doc.text[chunk.start:chunk.end] == chunk.text``.
@@ -39,7 +39,9 @@ class Chunk:
 
     def __post_init__(self):
         if not 0 <= self.start <= self.end:
-            raise ValueError(f"chunk of {self.doc_id!r}: need 0 <= start <= end, got {self.start}, {self.end}")
+            raise ValueError(
+                f"chunk of {self.doc_id!r}: need 0 <= start <= end, got {self.start}, {self.end}"
+            )
         if len(self.text) != self.end - self.start:
             raise ValueError(
                 f"chunk of {self.doc_id!r}: text has {len(self.text)} characters but the span "
@@ -59,7 +61,17 @@ class Hit:
     score: float
 
 
+def check_search(queries, k) -> None:
+    """The Retriever protocol's input check: ``queries`` a list of str, ``k`` a positive int."""
+    if isinstance(queries, str):
+        raise TypeError(f"queries must be a list of str, got a bare str {queries[:40]!r}; pass [query]")
+    if not isinstance(queries, (list, tuple)) or not all(isinstance(q, str) for q in queries):
+        raise TypeError(f"queries must be a list of str, got {type(queries).__name__} {str(queries)[:60]}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+
+
 class Retriever(Protocol):
     """Ranked hits, best first, at most ``k`` per query, for a batch of queries."""
 
-    def search(self, queries: list[str], k: int) -> list[list[Hit]]: ...
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]: ...  # check_search(queries, k) first

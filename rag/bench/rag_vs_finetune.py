@@ -50,6 +50,7 @@ RECITE = "Show the documentation of `{}`."
 class RagBenchConfig:
     smoke: bool = field(default=False, metadata={"help": "a tiny random GPT and three modules (plumbing)"})
     seed: int = 0
+    device: str = field(default="cpu", metadata={"help": "where SmolLM2 trains and generates (cpu, cuda)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: leave as is)"})
     out: str | None = field(default=None, metadata={"help": "output folder (default runs/rag-bench-rag)"})
     test_fraction: float = 0.2
@@ -147,7 +148,7 @@ def finetune_on_documents(model, tok, docs, train, cfg: RagBenchConfig, out: Pat
     inject_lora(tuned, "all-linear", r=cfg.lora_r, alpha=2 * cfg.lora_r)
     ft_cfg = FinetuneConfig(
         out_dir=str(out / "finetune"), steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr,
-        warmup_steps=min(5, steps), eval_interval=max(1, steps // 4), checkpoint=False, device="cpu",
+        warmup_steps=min(5, steps), eval_interval=max(1, steps // 4), checkpoint=False, device=cfg.device,
         seed=cfg.seed,
     )  # fmt: skip
     history = finetune(tuned, examples, val, ft_cfg, pad_id=tok.eos_id)
@@ -212,8 +213,9 @@ def run(cfg: RagBenchConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out or ("runs/rag-bench-rag-smoke" if cfg.smoke else "runs/rag-bench-rag"))
     (model, tok), (bert, wordpiece) = load_models(cfg)
+    model.to(cfg.device)
     embedder = Embedder(bert, wordpiece, cache_dir=out / "embedding-cache")
-    result = {"config": asdict(cfg), "device": "cpu", "threads": torch.get_num_threads()}
+    result = {"config": asdict(cfg), "device": cfg.device, "threads": torch.get_num_threads()}
 
     # 1. retrieval over the whole corpus
     all_docs = qa.build_corpus(SMOKE_MODULES if cfg.smoke else qa.DEFAULT_MODULES)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from rag.documents import Chunk, Hit
+from rag.documents import Chunk, Hit, check_search
 
 _TOKEN = re.compile(r"\w+")
 ENGLISH_STOPWORDS = frozenset(
@@ -38,16 +38,6 @@ ENGLISH_STOPWORDS = frozenset(
 def tokenize(text: str) -> list[str]:
     """Lowercase word tokens: every run of ``\\w`` characters (so "U.S." is ["u", "s"])."""
     return _TOKEN.findall(text.lower())
-
-
-def check_search(queries, k) -> None:
-    """The Retriever protocol's input check: ``queries`` a list of str, ``k`` a positive int."""
-    if isinstance(queries, str):
-        raise TypeError(f"queries must be a list of str, got a bare str {queries[:40]!r}; pass [query]")
-    if not isinstance(queries, (list, tuple)) or not all(isinstance(q, str) for q in queries):
-        raise TypeError(f"queries must be a list of str, got {type(queries).__name__} {str(queries)[:60]}")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
 
 
 def top_k(scores: np.ndarray, k: int, keep: np.ndarray | None = None) -> np.ndarray:

@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 from bpe.wordpiece import WordPieceTokenizer
 from gpt.encoders.bert import Bert, sentence_embedding
-from rag.documents import Chunk, Hit
-from rag.retrieval.bm25 import check_search
+from rag.documents import Chunk, Hit, check_search
 
 
 def _check_texts(texts) -> list[str]:

@@ -14,8 +14,7 @@ numbers) and paraphrases.
 
 from collections.abc import Sequence
 
-from rag.documents import Hit, Retriever
-from rag.retrieval.bm25 import check_search
+from rag.documents import Hit, Retriever, check_search
 
 
 def _check_weights(weights, n: int) -> list[float]:

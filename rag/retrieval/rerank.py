@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 from evals.judge import JudgePrompt, LabelScorer, NextTokenScorer
 from gpt.model import GPT
-from rag.documents import Hit, Retriever
-from rag.retrieval.bm25 import check_search
+from rag.documents import Hit, Retriever, check_search
 
 # (queries, passages) -> (n,) relevance of each pair, higher is better
 PairScorer = Callable[[list[str], list[str]], np.ndarray]
