@@ -9,6 +9,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
+from gpt.flags import parse_dataclass
 from rag.bench import ann as ann_bench
 from rag.store.hnsw import HNSWIndex
 from rag.store.ivf import IVFIndex
@@ -329,3 +330,14 @@ def test_bench_smoke(tmp_path):
     assert saved["rows"] == result["rows"]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "faiss IndexFlatIP" in ann_bench.report(result)
+
+
+def test_bench_config_defaults_follow_the_data():
+    cfg = parse_dataclass(ann_bench.AnnBenchConfig, ["--data", "minilm"])
+    assert (cfg.n, cfg.n_base, cfg.n_lists) == (None, 20_000, 141)
+    cfg = parse_dataclass(ann_bench.AnnBenchConfig, ["--n", "400", "--nlist", "7"])
+    assert (cfg.n_base, cfg.n_lists) == (400, 7)
+    with pytest.raises(ValueError, match="hnsw_n=500"):
+        ann_bench.AnnBenchConfig(n=400, hnsw_n=500)
+    with pytest.raises(ValueError, match="nlist=0"):
+        ann_bench.AnnBenchConfig(nlist=0)

@@ -17,7 +17,7 @@ setting (IVF ``nprobe``, HNSW ``ef``) is one point of recall@k against exact sea
   sentences, cached under ``runs/rag-bench-ann-cache/``. Queries are held-out vectors of the same kind.
 
     python -m rag.bench.ann --smoke                      # seconds
-    python -m rag.bench.ann                              # random, N=100k, dim 384
+    python -m rag.bench.ann --hnsw-n 30000               # random, N=100k, dim 384 (our HNSW on 30k)
     python -m rag.bench.ann --data minilm --n 20000      # embedding runs ~75 sentences/s on 2 threads
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/rag-bench-ann-<data>``).
@@ -64,6 +64,8 @@ class AnnBenchConfig:
     embed_threads: int = field(default=2, metadata={"help": "torch threads while embedding (not timed)"})
     out: str | None = field(default=None, metadata={"help": "none: runs/rag-bench-ann-<data>[-smoke]"})
     smoke: bool = field(default=False, metadata={"help": "tiny sizes (seconds); replaces the sizes above"})
+    n_base: int = field(init=False)  # n, or the data kind's default
+    n_lists: int = field(init=False)  # nlist, or round(sqrt(n_base))
 
     def __post_init__(self):
         if self.smoke:
@@ -71,13 +73,16 @@ class AnnBenchConfig:
             self.nprobe, self.ef, self.hnsw_n = (1, 4, 16, 32), (10, 40, 100), None
             if self.data == "random":
                 self.dim = 32
-        self.n = DEFAULT_N[self.data] if self.n is None else self.n
-        self.nlist = round(math.sqrt(self.n)) if self.nlist is None else self.nlist
-        for name in ("n", "dim", "queries", "k", "nlist", "M", "ef_construction"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.hnsw_n is not None and not 1 <= self.hnsw_n <= self.n:
-            raise ValueError(f"hnsw_n={self.hnsw_n} must be in [1, n={self.n}] (or none for all rows)")
+        self.n_base = DEFAULT_N[self.data] if self.n is None else self.n
+        self.n_lists = round(math.sqrt(self.n_base)) if self.nlist is None else self.nlist
+        sizes = dict(
+            n=self.n_base, dim=self.dim, queries=self.queries, k=self.k, nlist=self.n_lists, M=self.M
+        )
+        for name, value in (*sizes.items(), ("ef_construction", self.ef_construction)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1")
+        if self.hnsw_n is not None and not 1 <= self.hnsw_n <= self.n_base:
+            raise ValueError(f"hnsw_n={self.hnsw_n} must be in [1, n={self.n_base}] (or none for all rows)")
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -144,19 +149,19 @@ def minilm_vectors(texts: list[str], threads: int) -> np.ndarray:
 
 def load_data(cfg: AnnBenchConfig) -> tuple[np.ndarray, np.ndarray]:
     """Base (N, dim) and held-out queries (Q, dim), unit float32 vectors of the same distribution."""
-    total = cfg.n + cfg.queries
+    total = cfg.n_base + cfg.queries
     if cfg.data == "random":
         x = random_vectors(total, cfg.dim, cfg.seed)
     else:
         texts = corpus_sentences()
         if len(texts) < total:
             raise ValueError(
-                f"--n {cfg.n} + --queries {cfg.queries} needs {total} sentences; "
+                f"--n {cfg.n_base} + --queries {cfg.queries} needs {total} sentences; "
                 f"the corpora have {len(texts)}: lower --n"
             )
         pick = np.random.default_rng(cfg.seed).permutation(len(texts))[:total]
         x = minilm_vectors([texts[i] for i in pick], cfg.embed_threads)
-    return np.ascontiguousarray(x[: cfg.n]), np.ascontiguousarray(x[cfg.n :])
+    return np.ascontiguousarray(x[: cfg.n_base]), np.ascontiguousarray(x[cfg.n_base :])
 
 
 # -- measuring -------------------------------------------------------------------------------------------
@@ -251,8 +256,8 @@ def flat_systems(cfg, x, q) -> Iterator[Built]:
 def ivf_systems(cfg, x, q) -> Iterator[Built]:
     import faiss
 
-    d, probes = x.shape[1], [("nprobe", p) for p in cfg.nprobe if p <= cfg.nlist]
-    ours = IVFIndex("ip", d, nlist=cfg.nlist, seed=cfg.seed)
+    d, probes = x.shape[1], [("nprobe", p) for p in cfg.nprobe if p <= cfg.n_lists]
+    ours = IVFIndex("ip", d, nlist=cfg.n_lists, seed=cfg.seed)
     build = clock(lambda: ours.add(x, np.arange(len(x))))
 
     def ours_search(nprobe):
@@ -260,16 +265,18 @@ def ivf_systems(cfg, x, q) -> Iterator[Built]:
         return ours.search(x, q, cfg.k, None)[1]
 
     yield Built(
-        "IVF (ours)", f"IVF (ours) nlist={cfg.nlist}", build, x.nbytes + ours.nbytes, probes, ours_search
+        "IVF (ours)", f"IVF (ours) nlist={cfg.n_lists}", build, x.nbytes + ours.nbytes, probes, ours_search
     )
-    ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cfg.nlist, faiss.METRIC_INNER_PRODUCT)
+    ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cfg.n_lists, faiss.METRIC_INNER_PRODUCT)
     build = clock(lambda: (ref.train(x), ref.add(x)))
 
     def ref_search(nprobe):
         ref.nprobe = nprobe
         return ref.search(q, cfg.k)[1]
 
-    yield Built("faiss IVF", f"faiss IVFFlat nlist={cfg.nlist}", build, faiss_bytes(ref), probes, ref_search)
+    yield Built(
+        "faiss IVF", f"faiss IVFFlat nlist={cfg.n_lists}", build, faiss_bytes(ref), probes, ref_search
+    )
 
 
 def hnsw_systems(cfg, x, q, with_ours: bool, with_faiss: bool) -> Iterator[Built]:

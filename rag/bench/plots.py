@@ -55,12 +55,12 @@ def report(result: dict) -> str:
     lines = [
         f"ANN benchmark: data={result['data']} N={result['n']} dim={result['dim']} "
         f"queries={result['queries']} k={k}; {result['device']}; threads={result['threads']}",
-        f"{'system':<22} {'params':<24} {'N':>7} {f'recall@{k}':>9} {'QPS':>10} {'x faiss flat':>12} "
+        f"{'system':<25} {'params':<24} {'N':>7} {f'recall@{k}':>9} {'QPS':>10} {'x faiss flat':>12} "
         f"{'build s':>8} {'memory MB':>10}",
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['system']:<22} {r['params']:<24} {r['n']:>7} {r['recall']:>9.4f} {r['qps']:>10.1f} "
+            f"{r['system']:<25} {r['params']:<24} {r['n']:>7} {r['recall']:>9.4f} {r['qps']:>10.1f} "
             f"{r['qps'] / flat:>12.3f} {r['build_s']:>8.2f} {r['memory_mb']:>10.1f}"
         )
     lines += ["", *(f"  - {note}" for note in result["notes"]), ""]
