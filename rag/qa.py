@@ -94,8 +94,8 @@ def _owns(module: str, mod, obj) -> bool:
     return owner.lstrip("_") in names
 
 
-def _functions(module: str) -> list[tuple[str, object, inspect.Signature, str]]:
-    """(name, function, signature, docstring) of the module's public documented functions, sorted by name."""
+def _functions(module: str) -> list[tuple[str, inspect.Signature, str]]:
+    """(name, signature, docstring) of the module's public documented functions, sorted by name."""
     mod = importlib.import_module(module)
     out = []
     for name in sorted(vars(mod)):
@@ -108,7 +108,7 @@ def _functions(module: str) -> list[tuple[str, object, inspect.Signature, str]]:
             continue
         doc = inspect.getdoc(obj)
         if doc and doc.strip():
-            out.append((name, obj, sig, doc.strip()))
+            out.append((name, sig, doc.strip()))
     return out
 
 
@@ -117,6 +117,18 @@ def _cap(text: str, limit: int) -> str:
         return text
     cut = text.rfind(" ", 0, limit)
     return text[: cut if cut > 0 else limit].rstrip() + " ..."
+
+
+def _askable(p: inspect.Parameter) -> bool:
+    """A public parameter with a simple default that SQuAD's normalisation leaves something of (not ``''``,
+    which it empties, nor ``b''``, which becomes a lone "b")."""
+    if (
+        p.name.startswith("_")
+        or p.default is inspect.Parameter.empty
+        or type(p.default) not in SIMPLE_DEFAULTS
+    ):
+        return False
+    return p.default not in ("", b"") and bool(normalize_answer(repr(p.default)))
 
 
 def build_corpus(modules=DEFAULT_MODULES, max_doc_chars: int = MAX_DOC_CHARS) -> list[Document]:
@@ -131,19 +143,10 @@ def build_corpus(modules=DEFAULT_MODULES, max_doc_chars: int = MAX_DOC_CHARS) ->
             functions = _functions(module)
         except ImportError as err:
             raise ValueError(f"module {module!r} cannot be imported ({err}); drop it from modules") from None
-        for name, _, sig, doc in functions:
+        for name, sig, doc in functions:
             doc_id = f"{module}.{name}"
             text = f"# {doc_id}\n\n`{name}{sig}`\n\n{_cap(doc, max_doc_chars)}"
-            defaults = {
-                p.name: repr(p.default)
-                for p in sig.parameters.values()
-                if p.default is not inspect.Parameter.empty
-                and type(p.default) in SIMPLE_DEFAULTS
-                and not p.name.startswith("_")
-                and p.default
-                not in ("", b"")  # SQuAD's normalisation leaves nothing (or a lone "b") to score
-                and normalize_answer(repr(p.default))
-            }
+            defaults = {p.name: repr(p.default) for p in sig.parameters.values() if _askable(p)}
             meta = {"module": module, "name": name, "signature": f"{name}{sig}", "defaults": defaults}
             docs[doc_id] = Document(id=doc_id, text=text, title=doc_id, meta=meta)
     return [docs[i] for i in sorted(docs)]

@@ -61,6 +61,7 @@ def test_default_golds_are_the_interpreters_defaults(corpus):
         param = q.id.rsplit(":", 1)[1]
         default = inspect.signature(_function(by_id[q.doc_id])).parameters[param].default
         assert ast.literal_eval(q.golds[0]) == default and type(ast.literal_eval(q.golds[0])) is type(default)
+        assert default not in ("", b"") and not param.startswith("_")
         assert f"`{param}`" in q.question and f"`{q.doc_id}`" in q.question
 
 
