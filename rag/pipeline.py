@@ -156,8 +156,12 @@ class RAGPipeline:
 
     # -- answering ------------------------------------------------------------------------------------
 
-    def answer(self, questions: list[str], max_tokens: int = 32, use_tqdm: bool = False) -> list[Answer]:
-        """One :class:`Answer` per question, in order: one batched retrieval, one batched greedy ``chat``."""
+    def answer(
+        self, questions: list[str], max_tokens: int = 32, stop: tuple[str, ...] = (), use_tqdm: bool = False
+    ) -> list[Answer]:
+        """One :class:`Answer` per question, in order: one batched retrieval, one batched greedy ``chat``.
+        ``stop`` strings end a reply early (e.g. ``("\n",)`` keeps a chatty model's first line); the reply
+        is cut before the first one."""
         if isinstance(questions, str) or not all(isinstance(q, str) and q.strip() for q in questions):
             raise TypeError("questions must be a list of non-empty str (wrap a single question in a list)")
         if not questions:
@@ -179,7 +183,7 @@ class RAGPipeline:
         retrieval_s = (time.perf_counter() - start) / len(questions)
         shown = [self._sources(q, hits[: self.k]) for q, hits in zip(questions, all_hits, strict=True)]
         conversations = [self._messages(q, s) for q, s in zip(questions, shown, strict=True)]
-        params = SamplingParams(temperature=0, max_tokens=max_tokens)
+        params = SamplingParams(temperature=0, max_tokens=max_tokens, stop=tuple(stop))
         outputs = self.engine.chat(conversations, params, use_tqdm=use_tqdm)
         answers = []
         for q, hits, srcs, out in zip(questions, all_hits, shown, outputs, strict=True):
@@ -189,6 +193,8 @@ class RAGPipeline:
             if ids and out.finish_reason == "stop" and ids[-1] == getattr(self.tokenizer, "eos_id", None):
                 ids = ids[:-1]  # the end-of-turn token is not part of the answer
             raw = self.tokenizer.decode(ids)
+            for s in stop:
+                raw = raw.split(s, 1)[0]
             text, valid, invalid = parse_citations(raw, len(srcs))
             answers.append(
                 Answer(

@@ -126,6 +126,9 @@ def test_answer_end_to_end_with_a_real_engine(engine):
         assert c.hits == () and c.sources == () and c.citations == ()
         assert c.prompt_tokens == pipe.count_tokens(RAGPipeline(None, engine).build_messages(q, []))
         assert c.prompt_tokens < a.prompt_tokens
+    stopped = pipe.answer(texts, max_tokens=12, stop=(" ",))  # every reply ends at its first space
+    for a, s in zip(answers, stopped, strict=True):
+        assert " " not in s.raw and a.raw.startswith(s.raw) and s.completion_tokens <= a.completion_tokens
     with pytest.raises(TypeError, match="list of non-empty str"):
         pipe.answer(texts[0])
     with pytest.raises(ValueError, match="exceed the model context"):
