@@ -1,6 +1,7 @@
 """rag.evaluate: retrieval metrics by hand and against sklearn's nDCG, answer metrics against
 evals.text.squad, faithfulness by hand, the judge on SmolLM2 (structure only), BM25 on pystdlib."""
 
+import json
 import math
 
 import numpy as np
@@ -124,6 +125,7 @@ def test_evaluate_agrees_with_squad_and_bootstrap(corpus):
         "latency_s": pytest.approx(0.6),
     }
     assert result["qa_version"] == qa.version(qs) and result["n"] == 6
+    assert json.loads(json.dumps(result))["records"] == recs  # a result file is plain JSON
     assert set(result["by_kind"]) == {q.kind for q in qs}
     closed = evaluate([_answer(q.question, p) for q, p in zip(qs, preds, strict=True)], qs, n_boot=50)
     assert "hit@1" not in closed["means"] and "supported" not in closed["means"]
