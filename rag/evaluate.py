@@ -76,6 +76,11 @@ def ndcg_at_k(hits: list[Hit], gold_doc_id: str, k: int, n_relevant: int = 1) ->
             f"n_relevant must be a positive int (relevant chunks in the index), got {n_relevant!r}"
         )
     rel = _relevance(hits, gold_doc_id, k)
+    if rel.sum() > n_relevant:  # the ideal ranking would be beaten: a count that is too low, not a score
+        raise ValueError(
+            f"{int(rel.sum())} relevant hits for {gold_doc_id!r} in the top {k} but n_relevant={n_relevant}; "
+            "pass the number of chunks the gold document has in the index"
+        )
     discounts = 1.0 / np.log2(np.arange(2, k + 2))  # (k,) 1/log2(i+1) for ranks i = 1..k
     dcg = float(rel @ discounts[: len(rel)])
     idcg = float(discounts[: min(n_relevant, k)].sum())

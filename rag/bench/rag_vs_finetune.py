@@ -232,7 +232,7 @@ def run(cfg: RagBenchConfig) -> dict:
     chunks = chunk_all(docs, cfg.chunk_chars)
     retrievers, counts = make_retrievers(chunks, embedder), chunk_counts(chunks)
     tuned, result["finetune"] = finetune_on_documents(model, tok, docs, train, cfg, out)
-    engines = {m: LLMEngine(net, tokenizer=tok, max_num_seqs=16, memory_budget=512 << 20)
+    engines = {m: LLMEngine(net, tokenizer=tok, max_num_seqs=16, memory_budget=2 << 30)
                for m, net in (("base", model), ("tuned", tuned))}  # fmt: skip
     scorer = NextTokenScorer(model, tok)
     systems = {  # name -> (retriever name or None, engine)
