@@ -18,7 +18,8 @@ What it adds over a free list:
   known, and skips computing those tokens.
 - **LRU eviction.** A freed block keeps its contents and hash; free blocks form a queue and allocation
   takes the least recently freed one, dropping its hash only then. So a popular system prompt stays
-  cached while the memory is not needed.
+  cached while the memory is not needed. :meth:`BlockManager.reset_prefix_cache` drops every hash at
+  once: after the model's weights change, no cached K/V may be reused (vLLM's ``reset_prefix_cache``).
 
 References: vLLM ``core/block_manager.py`` and ``v1/core/kv_cache_manager.py``; nano-vllm
 ``engine/block_manager.py``.
@@ -57,6 +58,7 @@ class BlockManager:
         self.hashes: dict[int, list[int]] = {}  # seq id -> hash chain of its leading full blocks
         self.num_refs = 0  # entries over all block tables (a shared block counts once per table)
         self.hits = self.queries = self.evictions = 0  # prefix-cache statistics, in blocks
+        self.resets = 0  # times the whole prefix cache was dropped (reset_prefix_cache)
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -226,6 +228,19 @@ class BlockManager:
             if block.ref_count == 0:
                 self.free_queue[block_id] = None
         del self.num_slots[seq_id], self.hashes[seq_id]
+
+    def reset_prefix_cache(self):
+        """Forget every cached block (after a weight update their K/V are stale). Only with no sequence
+        holding blocks: a running sequence's cache was computed with the old weights too."""
+        if self.tables:
+            raise ValueError(
+                f"{len(self.tables)} sequences still hold KV blocks; finish or free them before resetting "
+                "the prefix cache"
+            )
+        for block_id in self.cached.values():
+            self.blocks[block_id].hash, self.blocks[block_id].token_ids = None, ()
+        self.cached.clear()
+        self.resets += 1
 
     # -- invariants -----------------------------------------------------------------------------------
 

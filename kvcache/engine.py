@@ -7,6 +7,8 @@ forward of the model through the ``gpt.KVCache`` protocol, samples one token for
 context is complete (each request with its own ``torch.Generator`` when it has a seed), and retires the
 finished ones, freeing their blocks for the waiting. :meth:`generate` is the offline loop over
 :meth:`step` with a progress bar; ``add_request`` + ``step`` is the streaming interface.
+:meth:`load_weights` swaps in new weights between batches (an RL trainer's policy after each update)
+and drops the prefix cache, whose K/V the old weights computed.
 
 The model is fed many positions but only each sequence's last one is sampled; projecting every
 prefill position to the vocabulary would make that the most expensive layer, so the engine passes
@@ -19,9 +21,10 @@ References: vLLM ``engine/llm_engine.py`` and ``entrypoints/llm.py`` (``LLM.gene
 import dataclasses
 import itertools
 import time
+from collections.abc import Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gpt import GPT
 from gpt.sampling import sample_next
@@ -436,6 +439,59 @@ class LLMEngine:
             params = [SamplingParams() if p is None else p for p in params]
             params = [p if eos in p.stop_token_ids else _stop_at(p, eos) for p in params]
         return self.generate(prompts, params, use_tqdm)
+
+    # -- weight updates ---------------------------------------------------------------------------------
+
+    def reset_prefix_cache(self):
+        """Forget every cached prefix block: after the weights change, K/V computed with the old ones must
+        never be reused. Refused while requests are unfinished (their cache holds old K/V too)."""
+        self._check_idle("resetting the prefix cache")
+        self.block_manager.reset_prefix_cache()
+
+    @torch.no_grad()
+    def load_weights(self, weights: nn.Module | Mapping[str, Tensor]) -> int:
+        """Serve new weights: copy a state dict (or a module's) into the model in place, then
+        :meth:`reset_prefix_cache`. Returns how many tensors were copied; the engine's own model object
+        (weights shared with a trained policy) copies nothing and only resets the cache.
+
+        Names and shapes must match the served model exactly (merge LoRA layers into plain weights
+        first); values are cast to the engine's dtype and device. The copy keeps every tensor's
+        storage, so captured CUDA graphs and ``torch.compile``'d steps, which read the parameters at
+        their addresses (never baked in as constants), replay with the new values. As vLLM's
+        ``load_weights`` behind TRL's GRPO weight sync.
+        """
+        self._check_idle("loading weights")
+        if weights is self.model:
+            self.reset_prefix_cache()
+            return 0
+        if isinstance(weights, nn.Module):
+            weights = weights.state_dict()
+        if not isinstance(weights, Mapping):
+            raise TypeError(f"weights must be a state dict or an nn.Module, got {type(weights).__name__}")
+        own = self.model.state_dict()  # tensors sharing the parameters' storage
+        missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+        if missing or unexpected:
+            raise ValueError(
+                f"the weights do not match the served model: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}; pass a state dict of the same gpt.GPT config (LoRA layers merged)"
+            )
+        for name, t in own.items():
+            new = weights[name]
+            if not isinstance(new, Tensor) or new.shape != t.shape:
+                got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                raise ValueError(f"weight {name!r} is {got}, the served model's is {tuple(t.shape)}")
+        for name, t in own.items():  # only after every check: a bad dict leaves the model unchanged
+            t.copy_(weights[name])
+        self.reset_prefix_cache()
+        return len(own)
+
+    def _check_idle(self, what: str):
+        if self.has_unfinished():
+            n = len(self.scheduler.waiting) + len(self.scheduler.running)
+            raise ValueError(
+                f"{n} sequences are unfinished; run step() until has_unfinished() is False, or abort() "
+                f"them, before {what}: their cached K/V belong to the current weights"
+            )
 
     # -- memory accounting ------------------------------------------------------------------------------
 
