@@ -18,7 +18,7 @@ setting (IVF ``nprobe``, HNSW ``ef``) is one point of recall@k against exact sea
 
     python -m rag.bench.ann --smoke                      # seconds
     python -m rag.bench.ann --hnsw-n 30000               # random, N=100k, dim 384 (our HNSW on 30k)
-    python -m rag.bench.ann --data minilm --n 20000      # embedding runs ~75 sentences/s on 2 threads
+    python -m rag.bench.ann --data minilm --n 32000      # embeds 33k sentences first (10 min, cached)
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``runs/rag-bench-ann-<data>``).
 """
