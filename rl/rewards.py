@@ -19,7 +19,7 @@ import math
 import numbers
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -100,10 +100,9 @@ def length_penalty(max_len: int, cache: int, count: Callable[[str], int] = len) 
     return length_penalty
 
 
-@dataclass(frozen=True)
-class RewardBatch:
+class RewardBatch(NamedTuple):
     """Scores of N completions: the weighted ``total`` (N,) and each function's column ``per_fn[name]`` (N,),
-    float64, before weighting."""
+    float64, before weighting. A tuple, so ``total, per_fn = scorer(...)`` unpacks it."""
 
     total: np.ndarray
     per_fn: dict[str, np.ndarray]

@@ -196,6 +196,20 @@ def gsm8k(split="train", n=None) -> list[Example]:
     ]
 
 
+def make_examples(task: str, n: int | None, split: str = "train", seed: int = 0, **kwargs) -> list[Example]:
+    """``n`` examples of ``task`` by name (``kwargs`` go to its generator; GSM8K takes neither seed nor
+    kwargs and ``n=None`` is all of a split)."""
+    if task == "gsm8k":
+        if kwargs:
+            raise ValueError(f"gsm8k takes no generator options, got {sorted(kwargs)}")
+        return gsm8k(split, n)
+    if task == "arithmetic":
+        return arithmetic(n, seed=seed, split=split, **kwargs)
+    if task == "countdown":
+        return countdown(n, seed=seed, split=split, **kwargs)
+    raise ValueError(f"task={task!r}; choose from {TASKS}")
+
+
 def split_examples(examples, n_test, seed=0) -> tuple[list[Example], list[Example]]:
     """(train, test): a seeded shuffle with ``n_test`` examples held out; examples with the same prompt stay
     on one side, so the two never share a problem."""
@@ -268,46 +282,45 @@ def _hint(example, table):
     return table["countdown" if example.task == "countdown" else "number"]
 
 
-def chat_messages(example: Example, fmt: str = "r1") -> list[dict]:
-    """Messages for ``tokenizer.apply_chat_template``: for ``"r1"`` the R1 system prompt and the problem with
-    the answer-tag hint; for ``"chat"`` the problem asking for the answer on the last line."""
+def chat_messages(example: Example, fmt: str = "r1", system: bool = True) -> list[dict]:
+    """Messages for ``tokenizer.apply_chat_template``: for ``"r1"`` the R1 system prompt (unless ``system`` is
+    False) and the problem with the answer-tag hint; for ``"chat"`` the problem asking for the answer on the
+    last line."""
     if fmt == "r1":
-        return [
-            {"role": "system", "content": R1_SYSTEM},
-            {"role": "user", "content": f"{example.prompt} {_hint(example, R1_HINT)}"},
-        ]
+        head = [{"role": "system", "content": R1_SYSTEM}] if system else []
+        return [*head, {"role": "user", "content": f"{example.prompt} {_hint(example, R1_HINT)}"}]
     if fmt == "chat":
         return [{"role": "user", "content": f"{example.prompt} {_hint(example, CHAT_HINT)}"}]
     raise ValueError(f"fmt={fmt!r}; choose from {FORMATS}")
 
 
-def render(example: Example, fmt: str = "r1", tokenizer=None) -> str:
+def render(example: Example, fmt: str = "r1", tokenizer=None, system: bool = True) -> str:
     """The prompt text: with a ``tokenizer``, its chat template over :func:`chat_messages`; without, plain
-    text (``"r1"``: R1-Zero's template ending ``"Assistant:\\n"``; ``"chat"``: the user turn)."""
-    messages = chat_messages(example, fmt)
+    text (``"r1"``: R1-Zero's template ending ``"Assistant:\\n"``, its preamble dropped when ``system`` is
+    False, as a tiny model's short context wants; ``"chat"``: the user turn)."""
+    messages = chat_messages(example, fmt, system)
     if tokenizer is not None:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     if fmt == "r1":
-        return f"{R1_SYSTEM} User: {messages[1]['content']}\nAssistant:\n"
+        return f"{R1_SYSTEM + ' ' if system else ''}User: {messages[-1]['content']}\nAssistant:\n"
     return messages[0]["content"]
 
 
-def prompt_ids(example: Example, tokenizer, fmt: str = "r1", chat_template: bool = True) -> list[int]:
+def prompt_ids(example: Example, tokenizer, fmt="r1", chat_template=True, system=True) -> list[int]:
     """Token ids of the prompt: the tokenizer's chat template when ``chat_template``, else plain text."""
     if not chat_template:
-        return list(tokenizer.encode(render(example, fmt)))
-    ids = tokenizer.apply_chat_template(
-        chat_messages(example, fmt), add_generation_prompt=True, tokenize=True
-    )
+        return list(tokenizer.encode(render(example, fmt, system=system)))
+    messages = chat_messages(example, fmt, system)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def check_prompts(examples, tokenizer, max_prompt_tokens: int, fmt="r1", chat_template=True) -> list[int]:
-    """Prompt lengths in tokens; a ValueError naming the first example whose prompt exceeds
+def check_prompts(examples, tokenizer, max_prompt_tokens: int, fmt="r1", chat_template=True, system=True):
+    """Prompt lengths in tokens (a list); a ValueError naming the first example whose prompt exceeds
     ``max_prompt_tokens`` (leave room for the completion in the context)."""
     lengths = []
     for ex in examples:
-        n = len(prompt_ids(ex, tokenizer, fmt, chat_template))
+        n = len(prompt_ids(ex, tokenizer, fmt, chat_template, system))
         if n > max_prompt_tokens:
             raise ValueError(
                 f"example {ex.id!r}: its {fmt!r} prompt is {n} tokens, over max_prompt_tokens="

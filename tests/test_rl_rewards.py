@@ -201,6 +201,8 @@ def test_combine_weights_and_logs():
     np.testing.assert_array_equal(batch.per_fn["fmt"], [1.0, 0.0, 1.0, 0.0])
     assert batch.per_fn["len"][3] == -1.0 and batch.per_fn["len"][:3].tolist() == [0.0, 0.0, 0.0]
     np.testing.assert_allclose(batch.total, [1.5, 0.0, 0.5, -2.0], rtol=0, atol=1e-12)
+    total, per_fn = batch  # unpacks as (total, {name: column})
+    assert total is batch.total and per_fn is batch.per_fn
     log = batch.summary()
     assert log["reward"] == pytest.approx(0.0) and log["reward_std"] == pytest.approx(
         np.std([1.5, 0, 0.5, -2])

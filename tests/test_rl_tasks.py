@@ -25,6 +25,7 @@ from rl.tasks import (
     extract_answer,
     gsm8k,
     is_correct,
+    make_examples,
     prompt_ids,
     render,
     split_examples,
@@ -249,8 +250,25 @@ def test_prompts_in_both_formats(tokenizers):
         for fmt in ("r1", "chat"):
             assert prompt_ids(e, ours, fmt) == prompt_ids(e, hf, fmt)  # Hugging Face's template, exactly
             assert prompt_ids(e, ours, fmt, chat_template=False) == ours.encode(render(e, fmt))
+    short = render(ex, "r1", system=False)  # for a tiny model's short context
+    assert short == f"User: {chat_messages(ex, 'r1')[1]['content']}\nAssistant:\n"
+    assert [m["role"] for m in chat_messages(ex, "r1", system=False)] == ["user"]
+    assert prompt_ids(ex, ours, chat_template=False, system=False) == ours.encode(short)
     with pytest.raises(ValueError, match="fmt"):
         render(ex, "xml")
+
+
+def test_make_examples_by_name(data_file):
+    data_file("gsm8k", "train.jsonl")
+    assert make_examples("arithmetic", 5, "test", seed=2, digits=(1, 2)) == arithmetic(
+        5, digits=(1, 2), seed=2, split="test"
+    )
+    assert make_examples("countdown", 3, seed=1) == countdown(3, seed=1)
+    assert [e.answer for e in make_examples("gsm8k", 2)] == [e.answer for e in gsm8k("train", 2)]
+    with pytest.raises(ValueError, match="task"):
+        make_examples("sudoku", 1)
+    with pytest.raises(ValueError, match="no generator options"):
+        make_examples("gsm8k", 1, digits=(1, 2))
 
 
 def test_a_prompt_longer_than_the_context_is_rejected_by_name(tokenizers):
