@@ -66,7 +66,7 @@ class Example:
     task: str
     prompt: str
     answer: str
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict, hash=False)  # hashed by the other fields
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -108,7 +108,8 @@ def _draw(n, make, split, test_fraction, what):
 
 def arithmetic(n, digits=(2, 3), ops="+-*", seed=0, split="train", test_fraction=0.1) -> list[Example]:
     """``n`` distinct two-operand problems ``"What is a op b?"``, each operand with ``digits[0]..digits[1]``
-    digits; ``/`` is exact division (``a = b * q``). ``split=None`` ignores the held-out hash."""
+    digits; ``/`` is exact division (the dividend rounded down to a multiple of the divisor). ``split=None``
+    ignores the held-out hash."""
     _check_split(split, test_fraction)
     lo, hi = digits
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
