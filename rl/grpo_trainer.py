@@ -4,9 +4,9 @@ Teaches what turns the objective of ``rl.grpo`` into training. Unlike the DPO lo
 whose data are fixed pairs, every step here makes its own data:
 
 1. **generate**: G completions for each of ``prompts_per_step`` prompts, through a ``sampler`` callable
-   ``(prompt_ids, G, RolloutParams) -> completions`` (the default calls ``GPT.generate`` prompt by
-   prompt; ``kvcache.LLMEngine`` plugs in the same way, as TRL samples through vLLM). A sampler that
-   holds its own copy of the weights must push the policy's weights to it when called;
+   ``(prompt_ids, G, RolloutParams) -> completions`` (default ``rl.rollout.GenerateSampler``,
+   ``GPT.generate`` prompt by prompt; ``rl.rollout.EngineSampler`` samples through ``kvcache.LLMEngine``
+   and pushes the policy's weights to it first, as TRL samples through vLLM);
 2. **score**: ``reward_fn(prompts, completions, examples) -> (rewards, {name: per-function rewards})``
    on decoded text, one row per completion. A reward function that raises, returns NaN or the wrong
    count stops the run with the offending completion named: a step is never skipped silently;
@@ -46,6 +46,7 @@ from lora.finetune import load_trainable, trainable_state
 from lora.inject import inject_lora
 from rl.dpo import frozen_reference
 from rl.grpo import LOSS_TYPES, SCALES, group_advantages, grpo_loss, token_logps
+from rl.rollout import GenerateSampler
 
 CHECKPOINT = "grpo.pt"
 
@@ -59,6 +60,7 @@ class GRPOConfig:
     prompts_per_step: int = 2
     temperature: float = 1.0
     top_k: int | None = None
+    top_p: float | None = None
     max_new_tokens: int = 32  # also dr_grpo's constant normaliser
     mu: int = 1  # optimizer steps per generation batch
     grad_accum: int = 1  # micro-batches per optimizer step; divides prompts_per_step * group_size
@@ -113,30 +115,10 @@ class RolloutParams:
     max_new_tokens: int
     eos_id: int | None
     seed: int
+    top_p: float | None = None
 
 
 Sampler = Callable[[list[list[int]], int, RolloutParams], list[list[int]]]
-
-
-def generate_sampler(policy: nn.Module) -> Sampler:
-    """The default sampler: ``GPT.generate`` on each prompt repeated G times; each completion ends after
-    its first EOS (kept, as TRL keeps it in the completion mask). Returns B * G lists, grouped by prompt."""
-
-    def sample(prompt_ids: list[list[int]], G: int, p: RolloutParams) -> list[list[int]]:
-        out = []
-        device = next(policy.parameters()).device
-        for i, ids in enumerate(prompt_ids):
-            idx = torch.tensor([ids] * G, device=device)  # (G, P)
-            g = torch.Generator(device=device).manual_seed(p.seed * 1009 + i)
-            seqs = policy.generate(
-                idx, p.max_new_tokens, p.temperature, p.top_k, eos_id=p.eos_id, generator=g
-            )
-            for row in seqs[:, len(ids) :].tolist():  # (G, new)
-                cut = row.index(p.eos_id) + 1 if p.eos_id in row else len(row)
-                out.append(row[:cut])
-        return out
-
-    return sample
 
 
 def pack(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int):
@@ -256,7 +238,7 @@ def train_grpo(
         raise ValueError("the policy has no trainable parameters; set lora_r or unfreeze it")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stream = ExampleStream(len(prompts), cfg.prompts_per_step, cfg.seed)
-    sampler = generate_sampler(policy) if sampler is None else sampler
+    sampler = GenerateSampler(policy) if sampler is None else sampler
     out_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
     step, history = 0, []
     if cfg.resume:
@@ -283,9 +265,8 @@ def train_grpo(
         step += 1
         t0 = time.perf_counter()
         batch = stream.next_batch()
-        rollout = RolloutParams(
-            cfg.temperature, cfg.top_k, cfg.max_new_tokens, eos, cfg.seed * 100_003 + step
-        )
+        seed = cfg.seed * 100_003 + step
+        rollout = RolloutParams(cfg.temperature, cfg.top_k, cfg.max_new_tokens, eos, seed, cfg.top_p)
         completions = sampler([list(prompts[i]) for i in batch], G, rollout)
         if len(completions) != len(batch) * G:
             raise ValueError(

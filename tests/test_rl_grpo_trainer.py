@@ -3,6 +3,7 @@
 run naming the completion, equal rewards give zero advantage (counted, no update), and the packing and
 sampling pieces by hand."""
 
+import copy
 import json
 import random
 from types import SimpleNamespace
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from gpt import GPT, GPTConfig
-from rl.grpo_trainer import GRPOConfig, RolloutParams, generate_sampler, pack, train_grpo
+from rl.grpo_trainer import GRPOConfig, pack, train_grpo
+from rl.rollout import EngineSampler, engine_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,6 +69,21 @@ def test_reward_rises(loss_type):
                 "zero_adv_groups", "loss", "grad_norm", *TIMING):  # fmt: skip
         assert key in last
     assert "kl" not in last and run.reference is None  # beta = 0: no reference model at all
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_engine_sampler_learns_only_when_its_weights_follow_the_policy(sync):
+    # measured (as above): synced, first 5 steps 0.10 -> last 5 0.93 in 0.5-2 s; never synced (the engine's
+    # copy keeps the starting weights), 0.05 -> 0.06
+    policy, ps = tiny_gpt(), prompts()
+    engine = engine_for(copy.deepcopy(policy), ps, 8, 8)  # its own copy of the weights
+    sampler = EngineSampler(engine, policy, sync_on_call=sync)
+    r = [
+        h["reward_mean"]
+        for h in train_grpo(policy, tokenizer(), ps, fives, config(), sampler=sampler).history
+    ]
+    rise = sum(r[-5:]) / 5 - sum(r[:5]) / 5
+    assert rise > 0.4 if sync else rise < 0.2
 
 
 @pytest.mark.parametrize("lora_r", [None, 4])
@@ -142,11 +159,11 @@ def test_custom_sampler_is_used():
     calls = []
 
     def sampler(prompt_ids, G, params):
-        calls.append((len(prompt_ids), G, params.max_new_tokens))
+        calls.append((len(prompt_ids), G, params.max_new_tokens, params.top_p))
         return [[5, 5, 7][: 1 + j % 3] for _ in prompt_ids for j in range(G)]
 
-    run = train_grpo(tiny_gpt(), tokenizer(), prompts(), fives, config(steps=1), sampler=sampler)
-    assert calls == [(4, 8, 8)]
+    run = train_grpo(tiny_gpt(), tokenizer(), prompts(), fives, config(steps=1, top_p=0.9), sampler=sampler)
+    assert calls == [(4, 8, 8, 0.9)]
     lengths = [1 + j % 3 for j in range(8)]
     assert abs(run.history[0]["completion_len"] - sum(lengths) / 8) < 1e-12
     assert abs(run.history[0]["reward_mean"] - sum({1: 1, 2: 1, 3: 2 / 3}[n] for n in lengths) / 8) < 1e-9
@@ -156,16 +173,6 @@ def test_pack_by_hand():
     x, y = pack([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0)
     assert x.tolist() == [[1, 2, 3, 5], [4, 7, 8, 0]]
     assert y.tolist() == [[-100, -100, 5, 6], [7, 8, 9, -100]]
-
-
-def test_default_sampler_ends_completions_at_eos_and_repeats_its_seed():
-    model = tiny_gpt()
-    params = RolloutParams(temperature=1.0, top_k=None, max_new_tokens=12, eos_id=3, seed=7)
-    sample = generate_sampler(model)
-    out = sample([[1, 2], [4, 5, 6]], 5, params)
-    assert len(out) == 10 and all(1 <= len(c) <= 12 for c in out)
-    assert all(3 not in c[:-1] for c in out) and any(c[-1] == 3 for c in out)
-    assert sample([[1, 2], [4, 5, 6]], 5, params) == out
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo"])
