@@ -166,7 +166,9 @@ def time_samplers(
 ) -> dict[str, float]:
     """Seconds to sample the same groups (G completions of each prompt, ``max_new_tokens`` each, no EOS so
     both do the same work) with :class:`EngineSampler` and :class:`GenerateSampler`, after one short
-    warm-up of each; ``ratio`` is generate / engine (above 1: the engine is faster)."""
+    warm-up of each; ``ratio`` is generate / engine (above 1: the engine is faster). The engine wins where
+    the model's matmuls dominate a step (SmolLM2, many groups batched at once); on a tiny model its
+    per-sequence bookkeeping and K/V gathers cost more than the batching saves."""
     engine = engine_for(policy, prompts, G, max_new_tokens) if engine is None else engine
     samplers = {"engine": EngineSampler(engine, policy), "generate": GenerateSampler(policy)}
     params = SimpleNamespace(temperature=temperature, top_k=None, max_new_tokens=max_new_tokens, eos_id=None,
