@@ -275,8 +275,9 @@ def train_grpo(
         t1 = time.perf_counter()
         rows = [i for i in batch for _ in range(G)]  # (N,) prompt index of each completion
         texts = [tokenizer.decode(c) for c in completions]
+        prompt_text = {i: tokenizer.decode(prompts[i]) for i in batch}
         rewards, parts = score(
-            reward_fn, [tokenizer.decode(prompts[i]) for i in rows], texts, [examples[i] for i in rows], step
+            reward_fn, [prompt_text[i] for i in rows], texts, [examples[i] for i in rows], step
         )
         adv, zero_groups = group_advantages(rewards.float(), G, cfg.scale_rewards)  # (N,)
         t2 = time.perf_counter()

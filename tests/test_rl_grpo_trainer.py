@@ -14,7 +14,9 @@ import torch
 
 from gpt import GPT, GPTConfig
 from rl.grpo_trainer import GRPOConfig, pack, train_grpo
+from rl.rewards import RewardError, combine
 from rl.rollout import EngineSampler, engine_for
+from rl.tasks import Example
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -140,6 +142,21 @@ def test_raising_reward_surfaces_with_the_step():
     with pytest.raises(KeyError) as info:
         train_grpo(tiny_gpt(), tokenizer(), prompts(), broken, config(steps=2))
     assert any("GRPO step 1" in note for note in info.value.__notes__)
+
+
+def test_combined_rewards_plug_in_and_their_errors_surface():
+    """rl.rewards.combine's RewardBatch (numpy columns) is a reward_fn; its RewardError stops the run."""
+    examples = [Example(f"t{i}", "arithmetic", "1+1", "2") for i in range(16)]
+    share = lambda p, c, ex: c.split().count("5") / max(len(c.split()), 1)  # noqa: E731
+    scorer = combine(
+        {"fives": (share, 2.0), "correctness": (lambda p, c, ex: float(share(p, c, ex) == 1), 1.0)}
+    )
+    run = train_grpo(tiny_gpt(), tokenizer(), prompts(), scorer, config(steps=2), examples=examples)
+    row = run.history[-1]
+    assert abs(row["reward_mean"] - 2 * row["reward/fives_mean"] - row["accuracy"]) < 1e-9
+    broken = combine({"fives": lambda p, c, ex: float("nan")})
+    with pytest.raises(RewardError, match="reward 'fives' on example 't"):
+        train_grpo(tiny_gpt(), tokenizer(), prompts(), broken, config(steps=2), examples=examples)
 
 
 def test_bad_inputs_are_refused():
