@@ -15,8 +15,9 @@ grouped by prompt, each ending after its first EOS (kept). ``params`` has ``temp
 ``seed * 1009 + i`` in both, but from different random streams (the engine gives each sample its own
 generator), so their samples agree in distribution, not token by token; greedy ones agree exactly.
 
-Reference: TRL ``GRPOTrainer`` with ``use_vllm`` (trl/trainer/grpo_trainer.py ``_move_model_to_vllm``:
-merge the adapters, ``load_weights``, ``reset_prefix_cache``, unmerge); vLLM ``LLM.generate`` with ``n``.
+Reference: TRL ``GRPOTrainer`` with ``use_vllm`` (trl/generation/vllm_generation.py ``sync_weights``: the
+adapters merged into the weights it sends, ``load_weights``, then ``reset_prefix_cache``); vLLM
+``LLM.generate`` with ``n``.
 """
 
 import time
