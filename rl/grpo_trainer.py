@@ -123,7 +123,7 @@ Sampler = Callable[[list[list[int]], int, RolloutParams], list[list[int]]]
 
 def pack(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int):
     """(x, y), both (N, T): prompt + completion, right-padded; targets -100 outside the completions."""
-    rows = [(p + c)[:-1] for p, c in zip(prompts, completions, strict=True)]
+    rows = [(list(p) + list(c))[:-1] for p, c in zip(prompts, completions, strict=True)]
     T = max(len(r) for r in rows)
     x = torch.full((len(rows), T), pad_id, dtype=torch.long)
     y = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)

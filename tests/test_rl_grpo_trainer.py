@@ -187,7 +187,7 @@ def test_custom_sampler_is_used():
 
 
 def test_pack_by_hand():
-    x, y = pack([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0)
+    x, y = pack([[1, 2, 3], (4,)], [[5, 6], (7, 8, 9)], pad_id=0)  # lists or tuples
     assert x.tolist() == [[1, 2, 3, 5], [4, 7, 8, 0]]
     assert y.tolist() == [[-100, -100, 5, 6], [7, 8, 9, -100]]
 
