@@ -1,7 +1,8 @@
 """rl.grpo: advantages, per-token log-probabilities, clipping, k3 KL and the four aggregations, each worked
 by hand, and against TRL: ``GRPOTrainer._compute_loss`` called unbound on the same tensors (every loss
-type, with and without KL, with gradient accumulation), TRL's advantage block (with its ``nanstd``), and
-TRL's ``selective_log_softmax`` / ``entropy_from_logits``."""
+type, with and without KL, with gradient accumulation), the advantage formula TRL documents (computed here
+in numpy; TRL's ``nanstd`` checked to be unbiased), and TRL's ``selective_log_softmax`` /
+``entropy_from_logits``."""
 
 import math
 from collections import defaultdict
@@ -39,18 +40,19 @@ def test_advantages_by_hand_on_one_group_and_an_all_equal_group():
     torch.testing.assert_close(batch[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]) / (math.sqrt(1 / 7) + 1e-4))
 
 
-def trl_advantages(rewards, G, scale):
-    """TRL's advantage block (``_generate_and_score_completions``, one reward function, weight 1), verbatim
-    on our tensors: it lives inline in a method that generates, so it cannot be called alone."""
-    mean_grouped = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
-    if scale in ["group", "none"]:
-        std = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
-    else:
-        std = nanstd(rewards).expand_as(rewards)
-    adv = rewards - mean_grouped
-    if scale != "none":
-        adv = adv / (std + 1e-4)
-    return adv, torch.isclose(std, torch.zeros_like(std))
+def reference_advantages(rewards, G, scale):
+    """The advantage TRL's GRPOTrainer documents (``scale_rewards``), written here in numpy float64, one group
+    at a time: r - mean(group), divided by (unbiased std + 1e-4) of the group ("group"), of the whole batch
+    ("batch"), or not at all ("none"). Its advantage code is inline in a method that generates, so it cannot
+    be called on given tensors; TRL's own ``nanstd`` is checked below to be the unbiased std."""
+    r = rewards.double().numpy().reshape(-1, G)  # (B, G)
+    centred = r - r.mean(axis=1, keepdims=True)
+    if scale == "group":
+        centred = centred / (r.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    elif scale == "batch":
+        centred = centred / (r.std(ddof=1) + 1e-4)
+    equal = r.std(axis=1, ddof=1) == 0  # (B,) groups with nothing to compare
+    return torch.from_numpy(centred.reshape(-1)).float(), equal
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
@@ -59,10 +61,10 @@ def test_advantages_match_trl(scale):
     rewards = torch.rand(6 * 5, generator=g)
     rewards[10:15] = 1.0  # one group of equal, exactly representable rewards
     ours, zero = group_advantages(rewards, group_size=5, scale=scale)
-    theirs, is_zero = trl_advantages(rewards, 5, scale)
+    theirs, equal = reference_advantages(rewards, 5, scale)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=TOL)
     if scale != "batch":
-        assert zero == int(is_zero.view(-1, 5).all(1).sum()) == 1
+        assert zero == int(equal.sum()) == 1
     assert torch.allclose(nanstd(rewards.view(-1, 5), dim=1), rewards.view(-1, 5).std(1))  # both unbiased
 
 
