@@ -1,7 +1,8 @@
-"""rl: aligning a language model with preferences: preference pairs, reward models, DPO and best-of-n.
+"""rl: aligning a language model with preferences and with verifiable rewards.
 
-Teaches how a human preference ("this reply is better than that one") becomes a training signal, and how
-to keep a tuned policy close to the model it started from. Reading order:
+Teaches how a human preference ("this reply is better than that one") or a checker ("is 405 the sum?")
+becomes a training signal, and how to keep a tuned policy close to the model it started from. Reading
+order, preferences (Week 5.3):
 
 - ``preferences.py``: Anthropic HH-RLHF transcripts -> (prompt messages, chosen, rejected) pairs, a seeded
   split, and tokenization in the model's chat template with the loss on the replies only;
@@ -11,11 +12,26 @@ to keep a tuned policy close to the model it started from. Reading order:
   and hinge losses with their implicit rewards; KL to the reference; a LoRA DPO loop;
 - ``best_of_n.py``: the simplest use of a reward model: sample n replies, keep the best.
 
+and verifiable rewards (Week 8.2):
+
+- ``tasks.py``: arithmetic, countdown and GSM8K problems with exact checkers, seeded, with held-out splits,
+  in the R1 ``<think>``/``<answer>`` format or the model's own chat format;
+- ``rewards.py``: composable ``(prompt, completion, example) -> float`` rewards: correctness, format, an
+  overlong penalty; a reward that fails is reported with the completion that broke it;
+- ``grpo.py``: group-normalised advantages, per-token log-probabilities, the clipped importance ratio, k3 KL
+  and the grpo / bnpo / dapo / dr_grpo aggregations;
+- ``rollout.py``: groups sampled through ``kvcache.LLMEngine``, with the policy's weights pushed to it;
+- ``grpo_trainer.py``: the GRPO loop (mu steps per generation batch, accumulation, LoRA or full, resumable);
+- ``budget_forcing.py``: s1's test-time scaling: cap the thinking, or extend it with "Wait".
+
 References: Bradley and Terry 1952; Ouyang et al. 2022 (InstructGPT); Rafailov et al. 2023 (DPO); Azar et al.
-2023 (IPO); Bai et al. 2022 (HH-RLHF); TRL's ``DPOTrainer``, the reference the tests compare with.
+2023 (IPO); Bai et al. 2022 (HH-RLHF); Shao et al. 2024 (GRPO, DeepSeekMath section 4.1); DeepSeek-AI 2025
+(R1); Yu et al. 2025 (DAPO); Liu et al. 2025 (Dr. GRPO); Muennighoff et al. 2025 (s1); TRL's ``DPOTrainer``
+and ``GRPOTrainer``, the references the tests compare with.
 """
 
 from rl.best_of_n import best_of_n, best_of_n_curve, generate_completions
+from rl.budget_forcing import BudgetForced, Piece, budget_force
 from rl.dpo import (
     DPOConfig,
     evaluate_dpo,
@@ -25,6 +41,8 @@ from rl.dpo import (
     sequence_logps,
     train_dpo,
 )
+from rl.grpo import LOSS_TYPES, group_advantages, grpo_loss, k3_kl, token_logps
+from rl.grpo_trainer import GRPOConfig, GRPORun, RolloutParams, train_grpo
 from rl.preferences import (
     PairExample,
     PreferencePair,
@@ -44,31 +62,94 @@ from rl.reward_model import (
     save_reward_model,
     train_reward_model,
 )
+from rl.rewards import (
+    CombinedReward,
+    RewardBatch,
+    RewardError,
+    chat_format_reward,
+    combine,
+    correctness,
+    format_reward,
+    length_penalty,
+    soft_format_reward,
+    think_format_reward,
+)
+from rl.rollout import EngineSampler, GenerateSampler, merged_state_dict, time_samplers
+from rl.tasks import (
+    Example,
+    arithmetic,
+    chat_messages,
+    check_prompts,
+    countdown,
+    countdown_check,
+    extract_answer,
+    gsm8k,
+    make_examples,
+    render,
+    split_examples,
+)
 
 __all__ = [
+    "LOSS_TYPES",
+    "BudgetForced",
+    "CombinedReward",
     "DPOConfig",
+    "EngineSampler",
+    "Example",
+    "GRPOConfig",
+    "GRPORun",
+    "GenerateSampler",
     "PairExample",
+    "Piece",
     "PreferencePair",
     "PreferenceReport",
+    "RewardBatch",
+    "RewardError",
     "RewardModel",
     "RewardTrainConfig",
+    "RolloutParams",
+    "arithmetic",
     "best_of_n",
     "best_of_n_curve",
     "bradley_terry_loss",
+    "budget_force",
     "calibration",
+    "chat_format_reward",
+    "chat_messages",
+    "check_prompts",
+    "combine",
+    "correctness",
+    "countdown",
+    "countdown_check",
     "evaluate_dpo",
     "evaluate_pairs",
+    "extract_answer",
+    "format_reward",
     "generate_completions",
+    "group_advantages",
+    "grpo_loss",
+    "gsm8k",
+    "k3_kl",
     "kl_to_reference",
+    "length_penalty",
     "load_preferences",
     "load_reward_model",
+    "make_examples",
+    "merged_state_dict",
     "pair_example",
     "plot_margins",
     "preference_loss",
+    "render",
     "save_reward_model",
     "sequence_logps",
+    "soft_format_reward",
+    "split_examples",
     "split_pairs",
+    "think_format_reward",
+    "time_samplers",
+    "token_logps",
     "tokenize_pairs",
     "train_dpo",
+    "train_grpo",
     "train_reward_model",
 ]
