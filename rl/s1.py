@@ -282,6 +282,9 @@ class S1RunConfig:
     waits: tuple[int, ...] = (1, 2)
     ns: tuple[int, ...] = (1, 2, 4, 8)
     temperature: float = 0.7
+    parallel_budget: int | None = field(default=None, metadata={"help": "thinking cap of the voted samples"})
+    before: bool = field(default=True, metadata={"help": "measure the curves before the fine-tune"})
+    sft: bool = field(default=True, metadata={"help": "generate traces, fine-tune, measure the curves again"})
     sft_steps: int = 20
     seed: int = 0
 
@@ -291,7 +294,8 @@ class S1RunConfig:
 
 
 def main(cfg: S1RunConfig) -> dict:
-    """Traces -> SFT -> curves; writes ``traces.jsonl``, ``curves.json`` and ``curves.png`` to ``out_dir``."""
+    """Curves, traces -> SFT -> curves; writes ``traces.jsonl``, ``curves.json`` and ``curves.png`` (the
+    latest curves) to ``out_dir``."""
     import time
 
     from lora.finetune import load_base
@@ -302,14 +306,16 @@ def main(cfg: S1RunConfig) -> dict:
     kw = dict(digits=(1, 2), ops="+-") if cfg.task == "arithmetic" else {}
     train = make_examples(cfg.task, cfg.n_train, "train", cfg.seed, **kw)
     test = make_examples(cfg.task, cfg.n_test, "test", cfg.seed, **kw)
-    grid = dict(budgets=cfg.budgets, waits=cfg.waits, ns=cfg.ns, seed=cfg.seed, temperature=cfg.temperature)
+    grid = dict(budgets=cfg.budgets, waits=cfg.waits, ns=cfg.ns, seed=cfg.seed, temperature=cfg.temperature,
+                parallel_budget=cfg.parallel_budget)  # fmt: skip
     t0 = time.perf_counter()
-    before = scaling_curves(model, tok, test, **grid)
-    kept, sampled = generate_traces(model, tok, train, cfg.n_samples, cfg.trace_budget, cfg.seed,
-                                    cfg.temperature, name)  # fmt: skip
-    save_traces(Path(cfg.out_dir) / "traces.jsonl", kept)
-    print(f"traces: kept {len(kept)} of {sampled} ({cfg.n_train} problems x {cfg.n_samples}), verified")
-    after, sft = None, None
+    before = scaling_curves(model, tok, test, **grid) if cfg.before else None
+    kept, sampled, after, sft = [], 0, None, None
+    if cfg.sft:
+        kept, sampled = generate_traces(model, tok, train, cfg.n_samples, cfg.trace_budget, cfg.seed,
+                                        cfg.temperature, name)  # fmt: skip
+        save_traces(Path(cfg.out_dir) / "traces.jsonl", kept)
+        print(f"traces: kept {len(kept)} of {sampled} ({cfg.n_train} problems x {cfg.n_samples}), verified")
     if kept:
         sft = finetune_on_traces(
             model, tok, kept, SFTConfig(steps=cfg.sft_steps, out_dir=f"{cfg.out_dir}/sft")
@@ -318,14 +324,15 @@ def main(cfg: S1RunConfig) -> dict:
     result = dict(config=asdict(cfg), model=name, kept=len(kept), sampled=sampled, before=before, after=after,
                   sft=None if sft is None else {k: v for k, v in sft.items() if k != "out_dir"},
                   wall_s=time.perf_counter() - t0)  # fmt: skip
-    write_curves(cfg.out_dir, {**result, "curves": after or before}, f"{name}, {cfg.task} test")
+    if after or before:
+        write_curves(cfg.out_dir, {**result, "curves": after or before}, f"{name}, {cfg.task} test")
     for label, curves in (("before", before), ("after", after)):
         for p in (curves or {}).get("sequential", []):
             point = f"budget {p['budget']:>4} +{p['waits']}W"
             print(f"{label} {point}: acc {p['accuracy']:.3f}, {p['tokens']:.1f} tok")
         for p in (curves or {}).get("parallel", []):
             print(f"{label} n={p['n']}: acc {p['accuracy']:.3f}, {p['tokens']:.1f} tok")
-    print(f"wrote {cfg.out_dir}/curves.json, curves.png, traces.jsonl in {result['wall_s']:.0f} s")
+    print(f"outputs in {cfg.out_dir}/ after {result['wall_s']:.0f} s")
     return result
 
 

@@ -11,11 +11,14 @@ runs the real engine path end to end.
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from evals.reference_free import self_consistency
 from gpt.model import IGNORE_INDEX
 from lora.finetune import load_base
+from lora.inject import lora_layers
 from rl import s1
+from rl.rollout import merged_state_dict
 from rl.s1 import (
     Trace,
     generate_traces,
@@ -164,3 +167,21 @@ def test_scaling_curves_on_a_tiny_random_model(tiny):
     assert c["parallel"][1]["tokens"] > c["parallel"][0]["tokens"]
     fig = s1.plot_curves(c)
     assert len(fig.axes[0].lines) == 2
+
+
+def test_finetune_on_traces_lowers_the_trace_loss_and_serves_merged(tmp_path):
+    model, tok = load_base(smoke=True, seed=1)
+    problems = [ex(0, 2, 3), ex(1, 4, 4)]
+    traces = [trace(problems[0], "<think> 2 + 3 </think><answer> 5 </answer>"),
+              trace(problems[1], "<think> 4 + 4 </think><answer> 8 </answer>")]  # fmt: skip
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = s1.SFTConfig(steps=6, batch_size=2, lr=1e-2, r=4, out_dir=str(tmp_path))
+    history = s1.finetune_on_traces(model, tok, traces, cfg)
+    assert history["n_examples"] == 2 and history["n_dropped"] == 0 and history["step"] == 6
+    losses = [loss for _, loss in history["train_losses"]]
+    assert losses[-1] < losses[0]
+    assert all(layer.merged for layer in lora_layers(model).values()) and lora_layers(model)
+    changed = merged_state_dict(model)
+    assert any(not torch.equal(changed[k], before[k]) for k in before if k in changed)
+    c = scaling_curves(model, tok, problems, budgets=(2,), waits=(), ns=(1,), seed=0)  # the engine serves it
+    assert 0.0 <= c["sequential"][0]["accuracy"] <= 1.0
