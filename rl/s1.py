@@ -196,23 +196,33 @@ def scaling_curves(
     chat_template: bool = True,
     system: bool = True,
     max_answer_tokens: int = 16,
+    log=None,
 ) -> dict:
     """Accuracy and mean tokens per problem on ``examples``. ``sequential``: greedy, thinking capped at
     each budget, then at the largest budget extended by each count of "Wait"s. ``parallel``: ``max(ns)``
     samples per problem at ``temperature`` and ``parallel_budget`` (default: the smallest budget), the
-    majority of the first n for each n; its tokens are those of all n samples."""
-    if not examples or not budgets or not ns:
-        raise ValueError("examples, budgets and ns must be non-empty")
+    majority of the first n for each n (no ``ns``: no parallel curve); its tokens are those of all n
+    samples. Tokens count the whole reply (thinking, inserted delimiters and "Wait"s, answer); ``thinking``
+    the thinking alone. ``log`` (a callable taking a str) hears each point as it is measured."""
+    if not examples:
+        raise ValueError("examples is empty: pass the held-out problems to measure on")
+    if not budgets and parallel_budget is None:
+        raise ValueError("budgets is empty: pass parallel_budget for the voted samples' thinking cap")
+    say = log or (lambda _: None)
     prompts = _prompts(examples, tokenizer, fmt, chat_template, system)
     run = dict(max_answer_tokens=max_answer_tokens)
     sequential = []
-    for budget, k in [(b, 0) for b in budgets] + [(max(budgets), k) for k in waits]:
+    for budget, k in [(b, 0) for b in budgets] + [(max(budgets), k) for k in waits if budgets]:
         outs = _run(model, tokenizer, prompts, budget, k, 0.0, seed, **run)
         right = [is_correct(ex, o.text, fmt) for ex, o in zip(examples, outs, strict=True)]
         sequential.append(dict(budget=budget, waits=k, accuracy=sum(right) / len(right),
                                tokens=sum(len(o.token_ids) for o in outs) / len(outs),
                                thinking=sum(o.thinking_tokens for o in outs) / len(outs)))  # fmt: skip
+        say(f"sequential {sequential[-1]}")
     pb = min(budgets) if parallel_budget is None else parallel_budget
+    if not ns:
+        return dict(n_problems=len(examples), seed=seed, temperature=temperature, sequential=sequential,
+                    parallel=[])  # fmt: skip
     many = [p for p in prompts for _ in range(max(ns))]
     outs = _run(model, tokenizer, many, pb, 0, temperature, seed, **run)
     groups = [outs[i * max(ns) : (i + 1) * max(ns)] for i in range(len(examples))]  # (P, max(ns))
@@ -223,6 +233,7 @@ def scaling_curves(
         ]
         tokens = sum(len(o.token_ids) for g in groups for o in g[:n]) / len(groups)
         parallel.append(dict(n=n, budget=pb, accuracy=sum(right) / len(right), tokens=tokens))
+        say(f"parallel {parallel[-1]}")
     return dict(n_problems=len(examples), seed=seed, temperature=temperature, sequential=sequential,
                 parallel=parallel)  # fmt: skip
 
@@ -307,7 +318,7 @@ def main(cfg: S1RunConfig) -> dict:
     train = make_examples(cfg.task, cfg.n_train, "train", cfg.seed, **kw)
     test = make_examples(cfg.task, cfg.n_test, "test", cfg.seed, **kw)
     grid = dict(budgets=cfg.budgets, waits=cfg.waits, ns=cfg.ns, seed=cfg.seed, temperature=cfg.temperature,
-                parallel_budget=cfg.parallel_budget)  # fmt: skip
+                parallel_budget=cfg.parallel_budget, log=lambda m: print(m, flush=True))  # fmt: skip
     t0 = time.perf_counter()
     before = scaling_curves(model, tok, test, **grid) if cfg.before else None
     kept, sampled, after, sft = [], 0, None, None
@@ -315,7 +326,8 @@ def main(cfg: S1RunConfig) -> dict:
         kept, sampled = generate_traces(model, tok, train, cfg.n_samples, cfg.trace_budget, cfg.seed,
                                         cfg.temperature, name)  # fmt: skip
         save_traces(Path(cfg.out_dir) / "traces.jsonl", kept)
-        print(f"traces: kept {len(kept)} of {sampled} ({cfg.n_train} problems x {cfg.n_samples}), verified")
+        print(f"traces: kept {len(kept)} of {sampled} ({cfg.n_train} problems x {cfg.n_samples}), verified",
+              flush=True)  # fmt: skip
     if kept:
         sft = finetune_on_traces(
             model, tok, kept, SFTConfig(steps=cfg.sft_steps, out_dir=f"{cfg.out_dir}/sft")

@@ -185,3 +185,23 @@ def test_finetune_on_traces_lowers_the_trace_loss_and_serves_merged(tmp_path):
     assert any(not torch.equal(changed[k], before[k]) for k in before if k in changed)
     c = scaling_curves(model, tok, problems, budgets=(2,), waits=(), ns=(1,), seed=0)  # the engine serves it
     assert 0.0 <= c["sequential"][0]["accuracy"] <= 1.0
+
+
+def test_scaling_curves_one_side_only(monkeypatch, tiny):
+    model, tok = tiny
+    calls = []
+
+    def fake_run(m, t, prompts, budget, waits, temperature, seed, max_answer_tokens):
+        calls.append((len(prompts), budget, waits))
+        return [reply("2")] * len(prompts)
+
+    monkeypatch.setattr(s1, "_run", fake_run)
+    problems = [ex(0, 1, 1)]
+    heard = []
+    c = scaling_curves(model, tok, problems, budgets=(4,), waits=(1,), ns=(), log=heard.append)
+    assert c["parallel"] == [] and [p["accuracy"] for p in c["sequential"]] == [1.0, 1.0] and len(heard) == 2
+    c = scaling_curves(model, tok, problems, budgets=(), waits=(1,), ns=(1, 2), parallel_budget=8)
+    assert c["sequential"] == [] and [p["accuracy"] for p in c["parallel"]] == [1.0, 1.0]
+    assert calls == [(1, 4, 0), (1, 4, 1), (2, 8, 0)]
+    with pytest.raises(ValueError, match="parallel_budget"):
+        scaling_curves(model, tok, problems, budgets=(), ns=(1,))
