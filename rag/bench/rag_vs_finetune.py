@@ -56,13 +56,18 @@ class RagBenchConfig:
     test_fraction: float = 0.2
     k: int = field(default=3, metadata={"help": "sources shown to the model"})
     chunk_chars: int = field(default=1000, metadata={"help": "structure_chunks' max characters per chunk"})
-    max_tokens: int = field(default=20, metadata={"help": "new tokens per answer"})
+    max_tokens: int = field(
+        default=48, metadata={"help": "new tokens per answer (SmolLM2 restates the question first: ~15)"}
+    )
     max_context_tokens: int = 1024
     ft_epochs: float = field(default=2.0, metadata={"help": "passes over the fine-tuning examples"})
     ft_batch: int = 8
     ft_lr: float = 2e-4
     lora_r: int = 16
     n_edits: int = field(default=12, metadata={"help": "facts changed after fine-tuning"})
+    ft_from: str | None = field(
+        default=None, metadata={"help": "a LoRA adapter folder an earlier run saved: load it, do not train"}
+    )
     judge: tuple[str, ...] = field(
         default=("rag-hybrid", "rag-hybrid+ft"),
         metadata={"help": "systems whose faithfulness SmolLM2 also judges (each costs a prefill per answer)"},
@@ -135,31 +140,47 @@ def finetune_examples(tok, docs: list[Document], train: list[qa.Question], max_l
 
 
 def finetune_on_documents(model, tok, docs, train, cfg: RagBenchConfig, out: Path) -> tuple:
-    """(merged fine-tuned copy of ``model``, summary): LoRA on every linear layer through lora.finetune."""
+    """(merged fine-tuned copy of ``model``, summary): LoRA on every linear layer through lora.finetune,
+    the adapter saved to ``out/finetune/adapter`` (peft's format); with ``cfg.ft_from``, that one is loaded."""
+    from lora.adapter_io import load_adapter, save_adapter
     from lora.finetune import FinetuneConfig, finetune
     from lora.inject import inject_lora, merge_lora
 
     examples, dropped = finetune_examples(tok, docs, train, max_len=512)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(examples)).tolist()
-    val = [examples[i] for i in order[:8]]  # a few examples watched for the loss (also trained on)
-    steps = max(1, round(cfg.ft_epochs * len(examples) / cfg.ft_batch))
     tuned = copy.deepcopy(model).float()
-    inject_lora(tuned, "all-linear", r=cfg.lora_r, alpha=2 * cfg.lora_r)
-    ft_cfg = FinetuneConfig(
-        out_dir=str(out / "finetune"), steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr,
-        warmup_steps=min(5, steps), eval_interval=max(1, steps // 4), checkpoint=False, device=cfg.device,
-        seed=cfg.seed,
-    )  # fmt: skip
-    history = finetune(tuned, examples, val, ft_cfg, pad_id=tok.eos_id)
-    merge_lora(history["model"])
     summary = {
-        "examples": len(examples), "dropped": dropped, "documents": len(docs), "train_questions": len(train),
-        "steps": steps, "epochs": cfg.ft_epochs, "wall_s": history["wall_s"],
+        "examples": len(examples),
+        "dropped": dropped,
+        "documents": len(docs),
+        "train_questions": len(train),
         "train_tokens": sum(len(e.input_ids) for e in examples),
-        "val_losses": history["val_losses"], "train_losses": history["train_losses"],
-    }  # fmt: skip
-    return history["model"].eval(), summary
+        "epochs": cfg.ft_epochs,
+    }
+    if cfg.ft_from:
+        load_adapter(tuned, cfg.ft_from)
+        saved = json.loads((Path(cfg.ft_from).parent / "summary.json").read_text())
+        summary |= {k: saved[k] for k in ("steps", "wall_s", "val_losses", "train_losses", "epochs")} | {
+            "loaded_from": cfg.ft_from
+        }
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        order = rng.permutation(len(examples)).tolist()
+        val = [examples[i] for i in order[:8]]  # a few examples watched for the loss (also trained on)
+        steps = max(1, round(cfg.ft_epochs * len(examples) / cfg.ft_batch))
+        inject_lora(tuned, "all-linear", r=cfg.lora_r, alpha=2 * cfg.lora_r)
+        ft_cfg = FinetuneConfig(
+            out_dir=str(out / "finetune"), steps=steps, batch_size=cfg.ft_batch, lr=cfg.ft_lr,
+            warmup_steps=min(5, steps), eval_interval=max(1, steps // 4), checkpoint=False, device=cfg.device,
+            seed=cfg.seed,
+        )  # fmt: skip
+        history = finetune(tuned, examples, val, ft_cfg, pad_id=tok.eos_id)
+        tuned = history["model"]
+        summary |= {"steps": steps, "wall_s": history["wall_s"], "val_losses": history["val_losses"],
+                    "train_losses": history["train_losses"]}  # fmt: skip
+        save_adapter(tuned, out / "finetune" / "adapter")
+        write_atomic(out / "finetune" / "summary.json", json.dumps(summary).encode())
+    merge_lora(tuned)
+    return tuned.eval(), summary
 
 
 def answer_and_score(name, pipeline, questions, cfg, scorer, counts) -> dict:
