@@ -141,7 +141,7 @@ def finetune_examples(tok, docs: list[Document], train: list[qa.Question], max_l
 
 def finetune_on_documents(model, tok, docs, train, cfg: RagBenchConfig, out: Path) -> tuple:
     """(merged fine-tuned copy of ``model``, summary): LoRA on every linear layer through lora.finetune,
-    the adapter saved to ``out/finetune/adapter`` (peft's format); with ``cfg.ft_from``, that one is loaded."""
+    the adapter saved to ``out/finetune/adapter`` (peft's format); ``cfg.ft_from`` loads one instead."""
     from lora.adapter_io import load_adapter, save_adapter
     from lora.finetune import FinetuneConfig, finetune
     from lora.inject import inject_lora, merge_lora
