@@ -113,7 +113,8 @@ def run_r1(cfg: R1Config) -> dict:
         grpo = GRPOConfig(
             steps=steps, group_size=cfg.group_size, prompts_per_step=cfg.prompts_per_step,
             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, lr=cfg.lr,
-            loss_type=cfg.loss_type, seed=cfg.seed, pad_id=tok.eos_id, out_dir=str(out / "grpo"), resume=steps > cfg.eval_every,
+            loss_type=cfg.loss_type, seed=cfg.seed, pad_id=tok.eos_id, out_dir=str(out / "grpo"),
+            resume=steps > cfg.eval_every,
         )  # fmt: skip
         history = train_grpo(model, tok, prompts, reward_fn, grpo, examples=train).history
         minutes = (time.perf_counter() - t0) / 60
