@@ -148,6 +148,7 @@ class SFTConfig:
     targets: str = "all-linear"
     max_len: int = 512
     out_dir: str = "runs/s1/sft"
+    device: str = "auto"
     seed: int = 0
 
 
@@ -160,8 +161,8 @@ def finetune_on_traces(model, tokenizer, traces: list[Trace], cfg: SFTConfig) ->
     inject_lora(model, cfg.targets, r=cfg.r, alpha=cfg.alpha)
     ft = FinetuneConfig(out_dir=cfg.out_dir, steps=cfg.steps, batch_size=min(cfg.batch_size, len(train)),
                         lr=cfg.lr, warmup_steps=min(2, cfg.steps), eval_interval=0, checkpoint=False,
-                        device="cpu", seed=cfg.seed, progress=False)  # fmt: skip
-    history = finetune(model, train, train[:4], ft, pad_id=tokenizer.eos_id)
+                        device=cfg.device, seed=cfg.seed, progress=False)  # fmt: skip
+    history = finetune(model, train, train[:4], ft, pad_id=tokenizer.eos_id)  # no evals: val is a stand-in
     history.pop("model")
     merge_lora(model)
     model.eval()
@@ -298,6 +299,7 @@ class S1RunConfig:
     before: bool = field(default=True, metadata={"help": "measure the curves before the fine-tune"})
     sft: bool = field(default=True, metadata={"help": "generate traces, fine-tune, measure the curves again"})
     sft_steps: int = 20
+    device: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
@@ -310,10 +312,11 @@ def main(cfg: S1RunConfig) -> dict:
     latest curves) to ``out_dir``."""
     import time
 
+    from gpt.training.distributed import pick_device
     from lora.finetune import load_base
 
     model, tok = load_base(cfg.smoke, cfg.seed)
-    model = model.float().eval()
+    model = model.float().to(pick_device(cfg.device)).eval()
     name = "tiny-random-gpt" if cfg.smoke else "SmolLM2-135M-Instruct"
     kw = dict(digits=(1, 2), ops="+-") if cfg.task == "arithmetic" else {}
     train = make_examples(cfg.task, cfg.n_train, "train", cfg.seed, **kw)
@@ -331,7 +334,7 @@ def main(cfg: S1RunConfig) -> dict:
               flush=True)  # fmt: skip
     if kept:
         sft = finetune_on_traces(
-            model, tok, kept, SFTConfig(steps=cfg.sft_steps, out_dir=f"{cfg.out_dir}/sft")
+            model, tok, kept, SFTConfig(steps=cfg.sft_steps, out_dir=f"{cfg.out_dir}/sft", device=cfg.device)
         )
         after = scaling_curves(model, tok, test, **grid)
     result = dict(config=asdict(cfg), model=name, kept=len(kept), sampled=sampled, before=before, after=after,
