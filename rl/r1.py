@@ -59,6 +59,7 @@ class R1Config:
     threads: int = 2
     out_dir: str | None = None  # default runs/rl-r1-<seed>
     smoke: bool = False  # a tiny model and a few steps: seconds
+    verbose: bool = True  # a line per held-out evaluation
     tiny: TinyConfig = field(init=False)  # built from the fields above
 
     def __post_init__(self):
@@ -107,9 +108,12 @@ def run_r1(cfg: R1Config) -> dict:
         {"correctness": (correctness("r1"), 1.0), "format": (format_reward, cfg.format_weight)}
     )
     held_out = [{"step": 0, "minutes": 0.0} | evaluate(model, tok, test, cfg.max_new_tokens)]
-    t0, steps, history = time.perf_counter(), 0, []
-    while steps < cfg.max_steps and time.perf_counter() - t0 < 60 * cfg.budget_minutes:
-        steps = min(steps + cfg.eval_every, cfg.max_steps)
+    if cfg.verbose:
+        print(f"pre-trained {pre_s:.0f} s; held-out accuracy {held_out[0]['accuracy']:.3f}", flush=True)
+    t0, steps, history, chunk_s = time.perf_counter(), 0, [], 0.0
+    # a chunk starts only if one more like the last still ends within the budget
+    while steps < cfg.max_steps and time.perf_counter() - t0 + chunk_s <= 60 * cfg.budget_minutes:
+        t_chunk, steps = time.perf_counter(), min(steps + cfg.eval_every, cfg.max_steps)
         grpo = GRPOConfig(
             steps=steps, group_size=cfg.group_size, prompts_per_step=cfg.prompts_per_step,
             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, lr=cfg.lr,
@@ -119,6 +123,10 @@ def run_r1(cfg: R1Config) -> dict:
         history = train_grpo(model, tok, prompts, reward_fn, grpo, examples=train).history
         minutes = (time.perf_counter() - t0) / 60
         held_out.append({"step": steps, "minutes": minutes} | evaluate(model, tok, test, cfg.max_new_tokens))
+        chunk_s = time.perf_counter() - t_chunk
+        if cfg.verbose:
+            print(f"step {steps:5d}  {minutes:6.2f} min  held-out accuracy {held_out[-1]['accuracy']:.3f}  "
+                  f"reward {history[-1]['reward_mean']:.3f}", flush=True)  # fmt: skip
     result = {
         "config": asdict(cfg),
         "params": sum(p.numel() for p in model.parameters()),
@@ -164,8 +172,8 @@ def plot_r1(result: dict, path) -> Path:
 
 def main(cfg: R1Config) -> dict:
     result = run_r1(cfg)
-    for h in result["held_out"]:
-        print(f"step {h['step']:5d}  {h['minutes']:6.2f} min  held-out accuracy {h['accuracy']:.3f}")
+    print(f"held-out accuracy {result['accuracy_before']:.3f} -> {result['accuracy_after']:.3f} in "
+          f"{result['grpo_minutes']:.1f} min of GRPO ({len(result['steps'])} steps)")  # fmt: skip
     print(f"wrote {cfg.run_dir / 'r1.json'} and r1.png")
     return result
 
