@@ -22,7 +22,9 @@ and verifiable rewards (Week 8.2):
   and the grpo / bnpo / dapo / dr_grpo aggregations;
 - ``rollout.py``: groups sampled through ``kvcache.LLMEngine``, with the policy's weights pushed to it;
 - ``grpo_trainer.py``: the GRPO loop (mu steps per generation batch, accumulation, LoRA or full, resumable);
-- ``budget_forcing.py``: s1's test-time scaling: cap the thinking, or extend it with "Wait".
+- ``budget_forcing.py``: s1's test-time scaling: cap the thinking, or extend it with "Wait";
+- ``s1.py``: reasoning traces kept by the verifier, a fine-tune on them, and the accuracy-against-thinking
+  (sequential) and majority-vote (parallel) scaling curves.
 
 References: Bradley and Terry 1952; Ouyang et al. 2022 (InstructGPT); Rafailov et al. 2023 (DPO); Azar et al.
 2023 (IPO); Bai et al. 2022 (HH-RLHF); Shao et al. 2024 (GRPO, DeepSeekMath section 4.1); DeepSeek-AI 2025
@@ -75,6 +77,21 @@ from rl.rewards import (
     think_format_reward,
 )
 from rl.rollout import EngineSampler, GenerateSampler, merged_state_dict, time_samplers
+from rl.s1 import (
+    S1RunConfig,
+    SFTConfig,
+    Trace,
+    finetune_on_traces,
+    generate_traces,
+    keep_correct,
+    load_traces,
+    majority_vote,
+    plot_curves,
+    save_traces,
+    scaling_curves,
+    trace_examples,
+    write_curves,
+)
 from rl.tasks import (
     Example,
     arithmetic,
@@ -108,6 +125,9 @@ __all__ = [
     "RewardModel",
     "RewardTrainConfig",
     "RolloutParams",
+    "S1RunConfig",
+    "SFTConfig",
+    "Trace",
     "arithmetic",
     "best_of_n",
     "best_of_n_curve",
@@ -124,23 +144,31 @@ __all__ = [
     "evaluate_dpo",
     "evaluate_pairs",
     "extract_answer",
+    "finetune_on_traces",
     "format_reward",
     "generate_completions",
+    "generate_traces",
     "group_advantages",
     "grpo_loss",
     "gsm8k",
     "k3_kl",
+    "keep_correct",
     "kl_to_reference",
     "length_penalty",
     "load_preferences",
     "load_reward_model",
+    "load_traces",
+    "majority_vote",
     "make_examples",
     "merged_state_dict",
     "pair_example",
+    "plot_curves",
     "plot_margins",
     "preference_loss",
     "render",
     "save_reward_model",
+    "save_traces",
+    "scaling_curves",
     "sequence_logps",
     "soft_format_reward",
     "split_examples",
@@ -149,7 +177,9 @@ __all__ = [
     "time_samplers",
     "token_logps",
     "tokenize_pairs",
+    "trace_examples",
     "train_dpo",
     "train_grpo",
     "train_reward_model",
+    "write_curves",
 ]
