@@ -46,14 +46,14 @@ class R1Config:
     eval_every: int = 20  # GRPO steps between held-out evaluations
     n_test: int = 200
     n_prompts: int = 5000  # train-split problems GRPO samples from
-    pretrain_steps: int = 300  # the tiny model's fixed budget (rl.r1_model.TinyConfig.steps)
+    pretrain_steps: int = 650  # the tiny model's fixed budget (rl.r1_model.TinyConfig.steps)
     digits: tuple[int, int] = (1, 2)
     ops: str = "+"
     prompts_per_step: int = 8
     group_size: int = 8
     temperature: float = 1.0
     max_new_tokens: int = 48  # the worked completion is at most 45
-    lr: float = 3e-4
+    lr: float = 3e-5  # small: 64 noisy samples a step; larger rates undo the pre-training
     format_weight: float = 0.1
     loss_type: str = "dapo"
     threads: int = 2
