@@ -22,6 +22,8 @@ and verifiable rewards (Week 8.2):
   and the grpo / bnpo / dapo / dr_grpo aggregations;
 - ``rollout.py``: groups sampled through ``kvcache.LLMEngine``, with the policy's weights pushed to it;
 - ``grpo_trainer.py``: the GRPO loop (mu steps per generation batch, accumulation, LoRA or full, resumable);
+- ``r1_model.py`` and ``r1.py``: the R1 loop on a CPU: a tiny character-level GPT pre-trained on worked
+  arithmetic, then GRPO for a wall-clock budget with held-out evaluations;
 - ``budget_forcing.py``: s1's test-time scaling: cap the thinking, or extend it with "Wait";
 - ``s1.py``: reasoning traces kept by the verifier, a fine-tune on them, and the accuracy-against-thinking
   (sequential) and majority-vote (parallel) scaling curves.
@@ -54,6 +56,8 @@ from rl.preferences import (
     split_pairs,
     tokenize_pairs,
 )
+from rl.r1 import R1Config, plot_r1, run_r1
+from rl.r1_model import R1Tokenizer, TinyConfig, pretrain
 from rl.reward_model import (
     RewardModel,
     RewardTrainConfig,
@@ -120,6 +124,8 @@ __all__ = [
     "Piece",
     "PreferencePair",
     "PreferenceReport",
+    "R1Config",
+    "R1Tokenizer",
     "RewardBatch",
     "RewardError",
     "RewardModel",
@@ -127,6 +133,7 @@ __all__ = [
     "RolloutParams",
     "S1RunConfig",
     "SFTConfig",
+    "TinyConfig",
     "Trace",
     "arithmetic",
     "best_of_n",
@@ -164,8 +171,11 @@ __all__ = [
     "pair_example",
     "plot_curves",
     "plot_margins",
+    "plot_r1",
     "preference_loss",
+    "pretrain",
     "render",
+    "run_r1",
     "save_reward_model",
     "save_traces",
     "scaling_curves",
