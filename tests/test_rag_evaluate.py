@@ -51,8 +51,8 @@ def test_retrieval_metrics_by_hand():
     with pytest.raises(ValueError, match="n_relevant"):
         ndcg_at_k(hits, "a", 3, n_relevant=0)
     with pytest.raises(
-        ValueError, match="2 relevant hits .* n_relevant=1"
-    ):  # a count too low, never nDCG > 1
+        ValueError, match=r"2 relevant hits .* n_relevant=1"
+    ):  # a count too low: never nDCG > 1
         ndcg_at_k(hits, "a", 3)
     with pytest.raises(ValueError, match="k must be"):
         hit_at_k(hits, "a", 0)
