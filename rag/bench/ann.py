@@ -14,7 +14,8 @@ setting (IVF ``nprobe``, HNSW ``ef``) is one point of recall@k against exact sea
   store holds), faiss from ``faiss.serialize_index``, hnswlib from the size of its saved index file;
 - **data** (``ann_data.py``): ``random``, unit vectors from N(0, I), where no cluster structure helps
   IVF; or ``minilm``, real all-MiniLM-L6-v2 sentence embeddings (our Bert) of WikiText-2, Multi30k,
-  GSM8K and Alpaca sentences, cached under ``runs/rag-bench-ann-cache/``. Queries are held-out vectors of the same kind.
+  GSM8K and Alpaca sentences, cached under ``runs/rag-bench-ann-cache/``. Queries are held-out vectors
+  of the same kind.
 
     python -m rag.bench.ann --smoke                      # seconds
     python -m rag.bench.ann --hnsw-n 30000               # random, N=100k, dim 384 (our HNSW on 30k)
