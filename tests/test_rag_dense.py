@@ -114,3 +114,13 @@ def test_input_validation(minilm):
         emb.embed("a")
     with pytest.raises(ValueError, match="batch_size"):
         Embedder(*minilm, batch_size=0)
+
+
+def test_truncation_is_reported_once_per_call(minilm, tmp_path):
+    model, tok = minilm
+    embedder = Embedder(model, tok, cache_dir=tmp_path)
+    long = " ".join(["word"] * 400)  # well over MiniLM's 256 tokens
+    with pytest.warns(UserWarning) as record:
+        embedder.embed([long, long + " more", "short"])
+    cut = [w for w in record if "truncated" in str(w.message)]
+    assert len(cut) == 1 and "2 of 3 texts" in str(cut[0].message)

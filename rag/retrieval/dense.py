@@ -14,6 +14,7 @@ by ``sha256(model identity, text)`` in SQLite, so re-indexing a corpus re-embeds
 
 import hashlib
 import sqlite3
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -101,7 +102,20 @@ class Embedder:
     @torch.no_grad()
     def _encode(self, texts: list[str]) -> np.ndarray:
         """(N, dim) vectors of ``texts`` through the model, longest-first batches of similar length."""
-        enc = self.tokenizer(texts, padding=False)
+        with warnings.catch_warnings(record=True) as caught:  # one line for the batch, not one per text
+            warnings.simplefilter("always")
+            enc = self.tokenizer(texts, padding=False)
+        cut = [w for w in caught if "truncated" in str(w.message)]
+        for w in caught:
+            if w not in cut:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if cut:
+            warnings.warn(
+                f"{len(cut)} of {len(texts)} texts were longer than the encoder's "
+                f"{self.tokenizer.model_max_length} tokens and were truncated (their embeddings see only the "
+                "start): chunk them smaller",
+                stacklevel=3,
+            )
         order = sorted(range(len(texts)), key=lambda i: -len(enc.input_ids[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         device = next(self.model.parameters()).device
