@@ -57,7 +57,7 @@ class SmolR1Config:
     seed: int = 0
     budget_minutes: float = 20.0  # GRPO wall clock, held-out evaluations included
     max_steps: int = 10_000
-    eval_every: int = 4  # GRPO steps between held-out evaluations
+    eval_every: int = 2  # GRPO steps between held-out evaluations (each costs minutes on a CPU)
     n_test: int = 64
     n_prompts: int = 1000  # train-split problems GRPO samples from
     n_numbers: int = 3  # countdown: numbers per problem
