@@ -4,9 +4,10 @@ Teaches the R1 recipe on a real pre-trained chat model. Unlike ``rl.r1``, whose 
 here on a toy alphabet, this policy is SmolLM2-135M-Instruct (``lora.finetune.load_base``): its prompts go
 through the tokenizer's chat template (``rl.tasks.prompt_ids``, the R1 system prompt and answer-tag hint), it
 trains LoRA adapters only (``GRPOConfig.lora_r``), and it samples through ``kvcache.LLMEngine``
-(``rl.rollout.EngineSampler``): at 135M parameters the engine's batching of every group, with the shared
-system prompt prefilled once, pays for its bookkeeping. The engine serves a plain copy of the model; the
-policy's merged weights are pushed to it before every generation batch and before every evaluation.
+(``rl.rollout.EngineSampler``), which batches every group of a step and prefills the shared system prompt
+once: at 135M parameters the matmuls dominate, where batching wins (``rl.rollout.time_samplers`` measures
+it). The engine serves a plain copy of the model; the policy's merged weights are pushed to it before
+every generation batch and before every evaluation.
 
 The loop is ``rl.r1``'s: greedy held-out accuracy (the task's test split, decoded in one batch through the
 engine) before GRPO, then GRPO for a wall-clock budget in chunks of ``eval_every`` steps that resume from the
@@ -156,8 +157,9 @@ def evaluate(
 def run_r1_smollm2(cfg: SmolR1Config, model=None, tokenizer=None) -> dict:
     """Evaluate, GRPO for the budget with held-out evaluations, write r1.json/png; returns the result.
 
-    ``model``/``tokenizer``: the starting policy (default ``lora.finetune.load_base(cfg.smoke, cfg.seed)``);
-    it is never modified (the policy and the engine train and serve copies)."""
+    ``model``/``tokenizer``: the starting policy (default ``lora.finetune.load_base(cfg.smoke, cfg.seed)``).
+    Its weights are never updated (the policy and the engine train and serve copies), though the module is
+    cast to fp32 on ``cfg.device`` in place."""
     torch.set_num_threads(cfg.threads)
     if model is None:
         model, tokenizer = load_base(cfg.smoke, cfg.seed)
