@@ -239,15 +239,12 @@ def scaling_curves(
                 parallel=parallel)  # fmt: skip
 
 
-def plot_curves(curves: dict, title: str = "test-time scaling"):
-    """Accuracy against tokens spent per problem (log scale), sequential and parallel on one axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot_curves(curves: dict, title: str = "test-time scaling", ax=None):
+    """Accuracy against tokens spent per problem (log scale), sequential and parallel on one axes (``ax``,
+    or a new figure's); returns the figure."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
+    ax = Figure(figsize=(6, 4)).add_subplot() if ax is None else ax
     seq, par = curves["sequential"], curves["parallel"]
     ax.plot([p["tokens"] for p in seq], [p["accuracy"] for p in seq], "o-", label="sequential (budget, Wait)")
     for p in seq:
@@ -264,8 +261,8 @@ def plot_curves(curves: dict, title: str = "test-time scaling"):
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
-    ax.legend()
-    return fig
+    ax.legend(fontsize=8)
+    return ax.figure
 
 
 def write_curves(out_dir, result: dict, title: str = "test-time scaling") -> tuple[Path, Path]:
