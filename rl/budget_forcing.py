@@ -4,7 +4,9 @@ Teaches sequential test-time scaling (Muennighoff et al. 2025, "s1: Simple test-
 The reply is ``<think> thinking </think> <answer> answer``; the thinking length is the knob:
 
 - **cap**: once the thinking reaches ``max_thinking_tokens``, the end-of-thinking delimiter is appended
-  for the model, which must answer now (s1 appends its "Final Answer:");
+  for the model, which must answer now (s1 appends its "Final Answer:"); a cap that lands inside the
+  model's own delimiter (``...</thi``) drops that beginning first, so the text never reads
+  ``</thi</think>``;
 - **extend**: when the model ends its thinking early (emits the delimiter, or its end-of-turn token),
   the delimiter is suppressed and "Wait" is appended instead, up to ``num_waits`` times, so it goes on
   thinking (and often checks itself).
@@ -73,12 +75,26 @@ class BudgetForced:
 def cut_at(tokenizer, tokens: Sequence[int], stop: str) -> list[int]:
     """``tokens`` up to where ``stop`` first starts in their text: a token holding text before and after
     that point is replaced by the encoding of its part before it. No ``stop`` in the text: unchanged."""
+    cut = tokenizer.decode(list(tokens)).find(stop)
+    return list(tokens) if cut < 0 else _cut(tokenizer, tokens, cut)
+
+
+def cut_partial(tokenizer, tokens: Sequence[int], delimiter: str) -> list[int]:
+    """``tokens`` without a trailing beginning of ``delimiter`` (``"...=10</thi"`` -> ``"...=10"``): a cap
+    that lands inside the model's own end delimiter ends the thinking where the delimiter began."""
     text = tokenizer.decode(list(tokens))
-    cut = text.find(stop)
-    if cut < 0:
-        return list(tokens)
+    for n in range(min(len(delimiter) - 1, len(text)), 0, -1):
+        if text.endswith(delimiter[:n]):
+            return _cut(tokenizer, tokens, len(text) - n)
+    return list(tokens)
+
+
+def _cut(tokenizer, tokens: Sequence[int], cut: int) -> list[int]:
+    """The tokens whose text is the first ``cut`` characters of ``tokens``' text (a straddling token
+    re-encoded)."""
+    text = tokenizer.decode(list(tokens))
     keep = len(tokens)
-    while keep > 0 and len(tokenizer.decode(list(tokens[:keep]))) > cut:  # the stop is near the end
+    while keep > 0 and len(tokenizer.decode(list(tokens[:keep]))) > cut:  # the cut is near the end
         keep -= 1
     rest = text[len(tokenizer.decode(list(tokens[:keep]))) : cut]
     return list(tokens[:keep]) + (tokenizer.encode(rest) if rest else [])
@@ -179,8 +195,11 @@ def budget_force(
             if out.finish_reason == "abort":
                 raise RuntimeError(f"prompt {i}: the engine aborted the request: {out.error}")
             stopped = out.finish_reason == "stop"
+            at_cap = not stopped and rep.thinking + len(new) >= max_thinking_tokens
             if stopped:  # the model tried to end its thinking: drop the delimiter or the end-of-turn token
                 new = new[:-1] if eos is not None and new and new[-1] == eos else cut_at(tok, new, end_think)
+            elif at_cap:
+                new = cut_partial(tok, new, end_think)
             if new:
                 rep.add("think", new, tok)
                 rep.thinking += len(new)
@@ -191,10 +210,10 @@ def budget_force(
                 still.append(i)
             elif stopped:
                 _end(rep, end_ids, tok, forced=False)
-            elif rep.thinking < max_thinking_tokens:  # "length" below the budget: the context is full
+            elif at_cap:
+                _end(rep, end_ids, tok, forced=True)
+            else:  # "length" below the budget: the context is full
                 rep.truncated = True
-            else:
-                still.append(i)  # at the cap: the next pass forces the end
         active, r = still, r + 1
 
     todo = [i for i, rep in enumerate(replies) if not rep.truncated]

@@ -15,7 +15,7 @@ import torch
 from evals.reference_free import self_consistency
 from gpt import GPT, GPTConfig
 from kvcache import LLMEngine
-from rl.budget_forcing import budget_force, cut_at
+from rl.budget_forcing import budget_force, cut_at, cut_partial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,12 +122,23 @@ def test_cut_at_a_delimiter_inside_a_token():
     assert cut_at(tok, ids, "</think>") == tok.encode("abx")  # "x</" is replaced by "x"
     assert cut_at(tok, tok.encode("ab</think>"), "</think>") == tok.encode("ab")
     assert cut_at(tok, tok.encode("ab"), "</think>") == tok.encode("ab")
+    assert cut_partial(tok, ids[:3], "</think>") == tok.encode("abx")  # "ab" + "x</": "</" begins it
+    assert cut_partial(tok, tok.encode("ab</think>"), "</think>") == tok.encode("ab</think>")  # whole: kept
+    assert cut_partial(tok, tok.encode("abq"), "</think>") == tok.encode("abq")
+
+
+def test_a_cap_inside_the_delimiter_drops_its_beginning():
+    engine, tok = controlled("x</")  # the model writes "x</" forever: each token begins the delimiter
+    (r,) = budget_force(engine, [tok.encode("q")], max_thinking_tokens=3, max_answer_tokens=1)
+    assert r.text == "<think>x</x</x</think><answer>x</"
+    assert (r.thinking_tokens, r.forced) == (3, True)
 
 
 def reference(model, tok, prompt, n, k, max_answer):
     """s1 one token at a time (the delimiter is one token here): full forwards, no engine."""
     end, wait, eos = tok.encode("</think>"), tok.encode("Wait"), tok.eos_id
     ids, thinking, waits, gaps = list(prompt) + tok.encode("<think>"), 0, 0, []
+    start = len(ids)
 
     def step():
         with torch.no_grad():
@@ -138,6 +149,12 @@ def reference(model, tok, prompt, n, k, max_answer):
 
     while True:
         if thinking >= n:
+            text = tok.decode(ids[start:])
+            partial = next(
+                (d for d in ("</think", "</thin", "</thi", "</th", "</t", "</", "<") if text.endswith(d)), ""
+            )
+            if partial:  # the cap landed inside the delimiter: its beginning goes
+                ids = ids[:start] + tok.encode(text[: -len(partial)])
             ids += end
             break
         t = step()
