@@ -1,26 +1,32 @@
 """The tiny arithmetic model of the CPU R1 loop: a character-level GPT pre-trained on worked arithmetic.
 
-Teaches where an R1 run starts: a policy that already writes the format and is right sometimes, so that
-sampled groups disagree and GRPO has a signal. Unlike ``gpt/train.py``, which streams token shards of a
-corpus, the data here are ``rl.tasks.arithmetic`` train-split problems rendered as R1 prompts (no system
-preamble: a tiny model's context is short) followed by a worked completion
-``<think>347+58</think><answer>405</answer>`` and an end-of-text token; the loss is on the completion only
-(``rl.grpo_trainer.pack``). The loop is gpt's, minimal: ``GPT.configure_optimizers`` (AdamW, decay on
-matrices only), ``gpt.training.schedule.lr_at`` (warmup + cosine), gradient clipping, and an atomic
-checkpoint read back with ``weights_only=True`` (``gpt.training.checkpoint``).
+Teaches where an R1 run starts: a policy that already writes the format and can sometimes get the answer
+right, so that sampled groups disagree and GRPO has a signal. Unlike ``gpt/train.py``, which streams
+token shards of a corpus, the data here are ``rl.tasks.arithmetic`` train-split problems rendered as R1
+prompts (no system preamble: a tiny model's context is short) followed by a worked completion that adds
+column by column, ``<think>8+5=13,4+5+1=10</think><answer>103</answer>``, and an end-of-text token; the
+loss is on the completion only (``rl.grpo_trainer.pack``).
 
-The vocabulary is ``gpt.data.tokenize.CharTokenizer`` over printable ASCII and a newline, plus one
-end-of-text character (ASCII EOT, ``\\x04``) that no prompt contains: :class:`R1Tokenizer` adds the
-``eos_id`` the samplers stop on and drops it when decoding, so rewards see only the text.
+The corpus has a habitual slip, as real corpora do: in a fraction ``slip_rate`` of the solutions that
+carry, the writer forgot the carry (``8+5=13,4+5=9`` -> ``93``). With ``slip_rate`` above one half the
+slip is the model's most likely continuation, so its greedy answers are wrong on most problems that
+carry, while its samples carry often enough for a group to hold both. That is the situation R1-Zero
+relies on (DeepSeek-AI 2025, section 2.2; Yue et al. 2025 measure it as pass@k): reinforcement against a
+verifier makes the model's *sometimes* into its *usually*; it does not invent a skill the model never
+shows (``slip_rate=1``: no sample ever carries, and GRPO has nothing to reinforce).
 
-The pre-training budget is a fixed number of steps (``TinyConfig.steps``, ``--pretrain-steps``), set once
-from short calibration runs so that greedy held-out accuracy is still low enough for RL to raise; the run
-itself never reads the test split while it trains, and never stops on it.
+The loop is gpt's, minimal: ``GPT.configure_optimizers`` (AdamW, decay on matrices only),
+``gpt.training.schedule.lr_at`` (warmup + cosine), gradient clipping, and an atomic checkpoint read back
+with ``weights_only=True`` (``gpt.training.checkpoint``). The vocabulary is
+``gpt.data.tokenize.CharTokenizer`` over printable ASCII and a newline, plus one end-of-text character
+(ASCII EOT, ``\\x04``) that no prompt contains: :class:`R1Tokenizer` adds the ``eos_id`` the samplers
+stop on and drops it when decoding, so rewards see only the text.
 
 Reference: nanoGPT ``shakespeare_char`` (a character-level GPT); TinyZero (a small model that learns
-arithmetic with R1's format through RL).
+arithmetic with R1's format through RL); Nye et al. 2021 (scratchpads for addition).
 """
 
+import random
 import string
 import time
 from dataclasses import asdict, dataclass
@@ -69,7 +75,8 @@ class TinyConfig:
     n_head: int = 4
     n_embd: int = 64
     block_size: int = 160
-    steps: int = 650  # the fixed pre-training budget (see the module docstring)
+    slip_rate: float = 0.6  # carrying solutions in the corpus that forget the carry (module docstring)
+    steps: int = 650  # the fixed pre-training budget
     batch_size: int = 32
     lr: float = 3e-3
     min_lr: float = 3e-4
@@ -78,6 +85,13 @@ class TinyConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if not 0.0 <= self.slip_rate <= 1.0:
+            raise ValueError(f"slip_rate={self.slip_rate!r}; pass a fraction in [0, 1]")
+        if self.ops != "+" or self.digits[1] > 2:
+            raise ValueError(
+                f"ops={self.ops!r}, digits={self.digits!r}: the worked solutions add two numbers of at most "
+                "2 digits; pass ops='+' and digits up to (1, 2)"
+            )
         if self.steps < 1 or self.batch_size < 1 or self.n_train < self.batch_size:
             raise ValueError(
                 f"need steps >= 1 and n_train >= batch_size >= 1, got {self.steps}, {self.n_train}, "
@@ -99,10 +113,28 @@ def prompt_text(example: Example) -> str:
     return render(example, "r1", tokenizer=None, system=False)
 
 
-def worked_completion(example: Example) -> str:
-    """The target: the computation restated in the thinking, then the answer (the R1 format)."""
-    m = example.meta
-    return f"<think>{m['a']}{m['op']}{m['b']}</think><answer>{example.answer}</answer>"
+def worked_completion(example: Example, slip: bool = False) -> str:
+    """The target: units column, tens column with its carry, then the answer (the R1 format). ``slip``
+    forgets the carry, as the corpus's habitual mistake does; a problem that does not carry is unchanged."""
+    a, b = example.meta["a"], example.meta["b"]
+    units = a % 10 + b % 10
+    carry = "+1" if units >= 10 and not slip else ""
+    tens = a // 10 + b // 10 + (units >= 10 and not slip)
+    answer = tens * 10 + units % 10
+    return (
+        f"<think>{a % 10}+{b % 10}={units},{a // 10}+{b // 10}{carry}={tens}</think><answer>{answer}</answer>"
+    )
+
+
+def carries(example: Example) -> bool:
+    return example.meta["a"] % 10 + example.meta["b"] % 10 >= 10
+
+
+def corpus(cfg: TinyConfig, examples: list[Example]) -> list[str]:
+    """One worked completion per example: a carrying one slips with probability ``cfg.slip_rate`` (drawn
+    once, seeded: the corpus is fixed, like a scraped one)."""
+    rng = random.Random(cfg.seed)
+    return [worked_completion(ex, carries(ex) and rng.random() < cfg.slip_rate) for ex in examples]
 
 
 def pretrain(cfg: TinyConfig, log_every: int = 50) -> tuple[GPT, R1Tokenizer, list[dict]]:
@@ -112,7 +144,7 @@ def pretrain(cfg: TinyConfig, log_every: int = 50) -> tuple[GPT, R1Tokenizer, li
     model = GPT(cfg.gpt_config(tok.vocab_size))
     examples = problems(cfg, cfg.n_train, "train", cfg.seed)
     prompts = [tok.encode(prompt_text(ex)) for ex in examples]
-    targets = [[*tok.encode(worked_completion(ex)), tok.eos_id] for ex in examples]
+    targets = [[*tok.encode(c), tok.eos_id] for c in corpus(cfg, examples)]
     longest = max(len(p) + len(c) for p, c in zip(prompts, targets, strict=True))
     if longest > cfg.block_size:
         raise ValueError(f"an example has {longest} tokens, over block_size={cfg.block_size}; raise it")
@@ -161,8 +193,9 @@ def load_tiny(path) -> tuple[GPT, R1Tokenizer, TinyConfig, list[dict]]:
 
 @torch.no_grad()
 def evaluate(model: GPT, tok: R1Tokenizer, examples: list[Example], max_new_tokens: int) -> dict:
-    """Greedy accuracy, format rate and mean completion length (tokens) on ``examples``; prompts of one
-    length decode together in one batch with a KV cache."""
+    """Greedy accuracy (overall, and on the problems that carry and those that do not), format rate and
+    mean completion length (tokens) on ``examples``; prompts of one length decode together in one batch
+    with a KV cache."""
     by_len: dict[int, list[int]] = {}
     ids = [tok.encode(prompt_text(ex)) for ex in examples]
     for i, p in enumerate(ids):
@@ -180,8 +213,14 @@ def evaluate(model: GPT, tok: R1Tokenizer, examples: list[Example], max_new_toke
     correct = [is_correct(ex, t, "r1") for ex, t in zip(examples, texts, strict=True)]
     formatted = [extract_answer(t, "r1") is not None for t in texts]
     n = len(examples)
+    carry = [carries(ex) for ex in examples]
+    by_carry = {
+        f"accuracy_{name}": sum(c for c, k in zip(correct, carry, strict=True) if k == want) / max(1, count)
+        for name, want, count in (("carry", True, sum(carry)), ("no_carry", False, n - sum(carry)))
+    }
     return {
         "accuracy": sum(correct) / n,
+        **by_carry,
         "format": sum(formatted) / n,
         "completion_len": sum(lengths) / n,
         "samples": texts[:3],

@@ -20,6 +20,8 @@ from rl.r1_model import (
     EOS,
     R1Tokenizer,
     TinyConfig,
+    carries,
+    corpus,
     evaluate,
     load_tiny,
     pretrain,
@@ -28,7 +30,7 @@ from rl.r1_model import (
     save_tiny,
     worked_completion,
 )
-from rl.tasks import is_correct
+from rl.tasks import Example, is_correct
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,3 +123,42 @@ def test_smoke_run_writes_curves(tmp_path):
     assert saved["accuracy_before"] == saved["held_out"][0]["accuracy"] == result["accuracy_before"]
     assert all(i.startswith("arithmetic-test-") for i in saved["test_ids"])
     assert (tmp_path / PRETRAINED).is_file()
+
+
+def addition(a, b):
+    return Example(
+        f"hand-{a}-{b}", "arithmetic", f"What is {a} + {b}?", str(a + b), {"a": a, "b": b, "op": "+"}
+    )
+
+
+def test_worked_completion_is_right_unless_it_slips_on_a_carry():
+    for a in range(100):
+        for b in range(100):
+            ex = addition(a, b)
+            assert is_correct(ex, worked_completion(ex)), worked_completion(ex)
+            assert is_correct(ex, worked_completion(ex, slip=True)) == (a % 10 + b % 10 < 10)
+    assert worked_completion(addition(48, 55)) == "<think>8+5=13,4+5+1=10</think><answer>103</answer>"
+    assert worked_completion(addition(48, 55), slip=True) == "<think>8+5=13,4+5=9</think><answer>93</answer>"
+    assert worked_completion(addition(3, 8), slip=True) == "<think>3+8=11,0+0=0</think><answer>1</answer>"
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.6, 1.0])
+def test_the_corpus_slips_on_the_configured_share_of_carries(rate):
+    cfg = TinyConfig(slip_rate=rate)
+    examples = problems(cfg, 4000, "train", 0)
+    texts = corpus(cfg, examples)
+    carrying = [is_correct(ex, t) for ex, t in zip(examples, texts, strict=True) if carries(ex)]
+    plain = [is_correct(ex, t) for ex, t in zip(examples, texts, strict=True) if not carries(ex)]
+    assert all(plain) and len(carrying) > 1000
+    slipped = 1 - sum(carrying) / len(carrying)
+    assert abs(slipped - rate) < 3 * (rate * (1 - rate) / len(carrying)) ** 0.5 + 1e-9, slipped
+    assert texts == corpus(cfg, examples)  # seeded: one fixed corpus
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [({"slip_rate": 1.5}, "slip_rate"), ({"ops": "+-"}, "ops="), ({"digits": (1, 3)}, "digits=")],
+)
+def test_tiny_config_rejects_what_the_worked_solutions_cannot_write(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TinyConfig(**bad)
