@@ -9,8 +9,10 @@ PARTS = {  # --part -> the sections it runs (dpo and best_of_n need the reward m
     "best_of_n": ("reward", "best_of_n"),
     "sft": ("sft",),
     "trl": ("trl",),
+    "grpo": ("grpo",),  # not in "preference": RL from verifiable rewards (rl.bench.grpo)
 }
 RATIO_TARGET = 1.0  # TRL seconds / ours per DPO step
+GEN_RATIO_TARGET = 2.0  # GPT.generate seconds / LLMEngine's for the same groups (the issue's target)
 
 
 @dataclass
@@ -63,6 +65,29 @@ class BenchConfig:
     trl_batch: int = field(default=2, metadata={"help": "pairs in the timed batch"})
     warmup: int = field(default=2, metadata={"help": "untimed steps per side before timing"})
     iters: int = field(default=5, metadata={"help": "timed steps per side, alternating"})
+    ratio_prompts: int = field(default=8, metadata={"help": "grpo: prompts in the timed generation"})
+    ratio_group: int = field(default=8, metadata={"help": "grpo: samples per prompt in the timed generation"})
+    ratio_tokens: int = field(default=32, metadata={"help": "grpo: new tokens per timed sample (no EOS)"})
+    ratio_repeats: int = field(default=1, metadata={"help": "grpo: timed generations per sampler (median)"})
+    r1_pretrain_steps: int = field(
+        default=20, metadata={"help": "grpo: steps of the tiny R1 model timed as a second row (0: no row)"}
+    )
+    grpo_task: str = field(default="arithmetic", metadata={"choices": ("arithmetic", "countdown")})
+    grpo_format: str = field(default="chat", metadata={"choices": ("chat", "r1"), "help": "rl.tasks format"})
+    grpo_steps: int = field(default=3, metadata={"help": "GRPO steps (generation batches) on SmolLM2"})
+    grpo_prompts: int = field(default=64, metadata={"help": "train-split problems GRPO samples from"})
+    grpo_prompts_per_step: int = 4
+    grpo_group: int = field(default=8, metadata={"help": "GRPO: completions per prompt (G)"})
+    grpo_mu: int = field(
+        default=1, metadata={"help": "GRPO: optimizer steps per generation (1: nothing clips)"}
+    )
+    grpo_tokens: int = field(default=32, metadata={"help": "GRPO: max new tokens per completion"})
+    grpo_lr: float = 1e-4
+    grpo_lora_r: int = 8
+    grpo_beta: float = field(default=0.04, metadata={"help": "k3 KL weight (0: no reference, no KL logged)"})
+    runs_dir: str = field(
+        default="runs", metadata={"help": "where rl-r1-<seed>/r1.json and s1/curves.json are read"}
+    )
 
     def __post_init__(self):
         if self.part not in PARTS:
@@ -70,7 +95,15 @@ class BenchConfig:
         counts = ("max_len", "rm_steps", "rm_batch", "dpo_steps", "dpo_batch", "dpo_lora_r", "n_prompts")
         counts += ("n_samples", "gen_tokens", "sft_steps", "sft_batch", "sft_lora_r", "sft_max_len")
         counts += ("sft_val", "n_test", "gsm8k_tokens", "gen_batch", "eval_batch", "trl_layers", "trl_batch")
-        counts += ("bon_n", "bon_prompts")
+        counts += ("bon_n", "bon_prompts", "ratio_prompts", "ratio_group", "ratio_tokens", "ratio_repeats")
+        counts += (
+            "grpo_steps",
+            "grpo_prompts",
+            "grpo_prompts_per_step",
+            "grpo_tokens",
+            "grpo_lora_r",
+            "grpo_mu",
+        )
         for name in (*counts, "iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -84,13 +117,26 @@ class BenchConfig:
             raise ValueError(f"sft_warmup={self.sft_warmup} must be in 0..sft_steps={self.sft_steps}")
         if self.warmup < 0 or self.temperature <= 0:
             raise ValueError(f"need warmup >= 0 and temperature > 0, got {self.warmup}, {self.temperature}")
+        if self.grpo_group < 2 or self.grpo_prompts < self.grpo_prompts_per_step:
+            raise ValueError(
+                "need grpo_group >= 2 (GRPO compares completions) and grpo_prompts >= "
+                f"grpo_prompts_per_step, got {self.grpo_group}, {self.grpo_prompts} < "
+                f"{self.grpo_prompts_per_step}"
+            )
+        if self.r1_pretrain_steps < 0 or self.grpo_beta < 0 or self.grpo_lr <= 0:
+            raise ValueError(
+                f"need r1_pretrain_steps >= 0, grpo_beta >= 0 and grpo_lr > 0, got {self.r1_pretrain_steps}, "
+                f"{self.grpo_beta}, {self.grpo_lr}"
+            )
 
 
 def smoke_config(**overrides) -> BenchConfig:
-    """The smoke-size bench: a 2-layer random GPT (width 32), a handful of pairs, steps and prompts."""
+    """The smoke-size bench: a 2-layer random GPT (width 32), a handful of pairs, steps, prompts, groups."""
     small = dict(smoke=True, max_len=160, train_pairs=24, val_pairs=8, rm_steps=3, rm_batch=4, rm_lr=1e-3)
     small |= dict(dpo_steps=3, dpo_batch=2, dpo_lr=1e-3, n_prompts=2, n_samples=2, gen_tokens=6)
     small |= dict(bon_n=4, bon_prompts=2)
     small |= dict(sft_limit=12, sft_steps=2, sft_batch=2, sft_lr=1e-3, sft_warmup=1, sft_max_len=320)
     small |= dict(sft_val=3, n_test=2, gsm8k_tokens=6, trl_batch=2, warmup=1, iters=2)
+    small |= dict(ratio_prompts=2, ratio_group=2, ratio_tokens=4, r1_pretrain_steps=2, grpo_steps=2)
+    small |= dict(grpo_prompts=8, grpo_prompts_per_step=2, grpo_group=2, grpo_tokens=6, grpo_lr=1e-3)
     return BenchConfig(**{**small, **overrides})

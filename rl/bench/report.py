@@ -1,12 +1,15 @@
 """The table and the figure of ``python -m rl.bench``: each stage before and after (and the change, which
-unlike a ratio reads the same for negative rewards); best-of-n against n; our DPO step vs TRL."""
+unlike a ratio reads the same for negative rewards); best-of-n against n; our DPO step vs TRL; for ``--part
+grpo``, generation engine vs ``GPT.generate``, GRPO's steps and the curves read from other runs."""
 
 import io
 import json
 
 from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
+from matplotlib.ticker import MaxNLocator
 
 from gpt.training.checkpoint import write_atomic
+from rl.bench.grpo import STEP_KEYS
 
 
 def rows(result: dict) -> list[tuple[str, float | None, float | None]]:
@@ -100,12 +103,96 @@ def report(result: dict) -> str:
             f"{'ours s':>10s} {'TRL s':>10s} {'TRL/ours':>10s}  target >= {t['target']:.1f}x",
             f"{t['ours_s']:10.4f} {t['trl_s']:10.4f} {t['ratio']:9.3f}x  {verdict}",
         ]
+    if "grpo" in result:
+        lines += grpo_lines(result["grpo"])
     lines.append(f"wall {result['wall_s']:.1f} s")
     return "\n".join(lines)
 
 
+def _cell(value, width: int = 9, digits: int = 3) -> str:
+    return f"{'-':>{width}s}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def grpo_lines(g: dict) -> list[str]:
+    """``--part grpo``'s table: the generation ratio rows, one row per GRPO step and the medians, the curves
+    (this run's, then each file read, named, or why it is absent)."""
+    lines = [
+        "generation of the same groups (no EOS: every sample runs to its max), GPT.generate (one prompt's G "
+        "rows at a time) vs kvcache.LLMEngine (all groups in one continuous batch); median of "
+        f"{len(g['generation'][0]['engine_times'])} timing(s)",
+        f"{'model':40s} {'prompts x G x tokens':>20s} {'engine s':>9s} {'generate s':>10s} "
+        f"{'gen/engine':>10s}  target >= {g['target']:.1f}x",
+    ]
+    for r in g["generation"]:
+        shape = f"{r['prompts']} x {r['group']} x {r['tokens']}"
+        verdict = "no target" if r["target"] is None else "pass" if r["ratio"] >= r["target"] else "FAIL"
+        lines.append(f"{r['model']:40s} {shape:>20s} {r['engine_s']:9.3f} {r['generate_s']:10.3f} "
+                     f"{r['ratio']:9.2f}x  {verdict}")  # fmt: skip
+    s, run = g["grpo"], g["grpo"]["run"]
+    lines += [
+        f"GRPO ({run['loss_type']}, mu={run['mu']}, LoRA r={run['lora_r']}, lr {run['lr']:g}, "
+        f"beta {run['beta']:g}) on "
+        f"{run['task']} ({run['format']} format, {run['n_prompts']} train problems, prompts of "
+        f"{run['prompt_tokens']:.0f} tokens): {run['prompts_per_step']} prompts x G={run['group']}, <= "
+        f"{run['max_new_tokens']} new tokens, sampled through kvcache.LLMEngine (merged weights pushed "
+        f"{s['syncs']} times, {s['sync_s']:.2f} s in all, inside gen s)",
+        f"{'step':>6s} {'gen s':>9s} {'reward s':>9s} {'train s':>9s} {'reward':>9s} {'accuracy':>9s} "
+        f"{'length':>9s} {'clip frac':>9s} {'KL':>9s} {'entropy':>9s}",
+    ]
+    for h in s["history"]:
+        lines.append(f"{h['step']:6d} " + _step_cells(h))
+    lines.append(f"{'median':>6s} " + _step_cells(s["median"]))
+    c = g["curves"]
+    t = c["this_run"]
+    lines.append(f"curves, {t['source']}: reward {_series(t['reward'])}; accuracy {_series(t['accuracy'])}")
+    r1 = c["r1"]
+    if r1["absent"]:
+        lines.append(f"CPU R1 runs: absent ({r1['absent']})")
+    for r in r1["runs"]:
+        k = r["config"]
+        lines.append(
+            f"CPU R1 run, seed {r['seed']}, {r['source']} (smoke {k.get('smoke')}, budget "
+            f"{k.get('budget_minutes')} min, {k.get('prompts_per_step')} prompts x G={k.get('group_size')}, "
+            f"lr {k.get('lr')}): "
+            f"{len(r['steps'])} steps in {_cell(r['grpo_minutes'], 0, 1)} min, held-out accuracy "
+            f"{_cell(r['accuracy_before'], 0)} -> {_cell(r['accuracy_after'], 0)}; reward first/last "
+            f"{_series(r['reward'][:1] + r['reward'][-1:])}"
+        )
+    lines += [f"CPU R1 run unreadable: {u}" for u in r1["unreadable"]]
+    s1 = c["s1"]
+    if s1["source"] is None:
+        lines.append(f"s1 test-time scaling curves: absent ({s1['absent']})")
+    else:
+        k = s1["config"] or {}
+        lines.append(
+            f"s1 test-time scaling curves, {s1['source']} ({s1['model']}, {k.get('task')} test, "
+            f"{s1['curves'].get('n_problems')} problems, {s1['which']}, smoke {k.get('smoke')}):"
+        )
+        for p in s1["curves"]["sequential"]:
+            lines.append(f"  sequential: budget {p['budget']:>4} +{p['waits']} Wait: accuracy "
+                         f"{p['accuracy']:.3f}, {p['tokens']:.1f} tokens")  # fmt: skip
+        for p in s1["curves"]["parallel"]:
+            lines.append(f"  parallel: majority of n={p['n']} (budget {p['budget']}): accuracy "
+                         f"{p['accuracy']:.3f}, {p['tokens']:.1f} tokens")  # fmt: skip
+    return lines
+
+
+def _step_cells(row: dict) -> str:
+    """A step row's columns (:data:`STEP_KEYS`); the KL of a LoRA run's first steps is tiny: 3 figures."""
+    return " ".join(
+        f"{row[k]:9.2e}" if k == "kl" and row[k] is not None else _cell(row[k]) for k in STEP_KEYS
+    )
+
+
+def _series(values) -> str:
+    return " ".join("-" if v is None else f"{v:.3f}" for v in values)
+
+
 def figure(result: dict) -> Figure:
-    """Reward-model scores (chosen vs rejected), DPO margins, best-of-n, SFT before/after, DPO vs TRL."""
+    """Reward-model scores (chosen vs rejected), DPO margins, best-of-n, SFT before/after, DPO vs TRL; or,
+    for ``--part grpo``, :func:`grpo_figure`."""
+    if "grpo" in result:
+        return grpo_figure(result)
     fig = Figure(figsize=(17.5, 3.6))
     axes = fig.subplots(1, 5)
     r, d, b, s, t = (result.get(k) for k in ("reward", "dpo", "best_of_n", "sft", "trl"))
@@ -149,6 +236,63 @@ def figure(result: dict) -> Figure:
         if not part:
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
+    env = result["env"]
+    fig.suptitle(f"{env['model']}, {env['device']} ({env['threads']} threads), {env['dtype']}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def grpo_figure(result: dict) -> Figure:
+    """Generation seconds per sampler, GRPO's per-step time split, this run's reward and accuracy, the R1
+    runs' (accuracy solid, reward dashed) and the s1 scaling curves read from disk (an absent one says so)."""
+    g = result["grpo"]
+    fig = Figure(figsize=(17.5, 3.6))
+    ax = fig.subplots(1, 5)
+    rows = g["generation"]
+    x = range(len(rows))
+    for dx, key, label in ((-0.2, "engine_s", "LLMEngine"), (0.2, "generate_s", "GPT.generate")):
+        bars = ax[0].bar([i + dx for i in x], [r[key] for r in rows], width=0.4, label=label)
+        ax[0].bar_label(bars, fmt="%.3g", fontsize=7)
+    ax[0].set_xticks(list(x), [f"{r['model'].split(' (')[0]}\n{r['ratio']:.2f}x" for r in rows], fontsize=7)
+    ax[0].set_yscale("log")
+    ax[0].set(ylabel="seconds (log)", title=f"same groups, generate/engine (target {g['target']:.0f}x)")
+    ax[0].legend(fontsize=8)
+    h = g["grpo"]["history"]
+    steps, bottom = [r["step"] for r in h], [0.0] * len(h)
+    for key, label in (("gen_s", "generation"), ("reward_s", "reward"), ("train_s", "training")):
+        ax[1].bar(steps, [r[key] for r in h], bottom=bottom, label=label)
+        bottom = [b + r[key] for b, r in zip(bottom, h, strict=True)]
+    ax[1].set(xlabel="GRPO step", ylabel="seconds", title="GRPO step time split")
+    ax[1].legend(fontsize=8)
+    t = g["curves"]["this_run"]
+    ax[2].plot(t["step"], t["reward"], "o-", label="reward (mean)")
+    ax[2].plot(t["step"], [float("nan") if a is None else a for a in t["accuracy"]], "s--", label="accuracy")
+    ax[2].set(xlabel="GRPO step", title="this run (sampled groups)")
+    ax[2].legend(fontsize=8)
+    r1 = g["curves"]["r1"]
+    for r in r1["runs"]:
+        (line,) = ax[3].plot(r["steps"], r["accuracy"], lw=0.8, label=f"seed {r['seed']}")
+        ax[3].plot(r["steps"], r["reward"], lw=0.6, ls="--", color=line.get_color())
+    ax[3].set(xlabel="GRPO step", ylabel="accuracy / reward", title="CPU R1 runs (read from disk)")
+    ax[4].set_title("s1 scaling curves (read from disk)")
+    if r1["runs"]:
+        ax[3].legend(fontsize=8)
+    s1 = g["curves"]["s1"]
+    if s1["source"] is not None:
+        for key, style, label in (("sequential", "o-", "sequential (budget, Wait)"),
+                                  ("parallel", "s--", "parallel (majority of n)")):  # fmt: skip
+            pts = s1["curves"][key]
+            ax[4].plot([p["tokens"] for p in pts], [p["accuracy"] for p in pts], style, label=label)
+        ax[4].set_xscale("log")
+        ax[4].set(xlabel="tokens per problem", ylabel="accuracy")
+        ax[4].legend(fontsize=8, title=s1["model"], title_fontsize=7)
+    for a, missing in ((ax[3], r1["absent"]), (ax[4], s1.get("absent"))):
+        if missing:
+            a.text(0.5, 0.5, "absent:\n" + missing.replace("; ", "\n"), ha="center", va="center", fontsize=7,
+                   transform=a.transAxes, wrap=True)  # fmt: skip
+            a.set_axis_off()
+    for a in ax[1:4]:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     env = result["env"]
     fig.suptitle(f"{env['model']}, {env['device']} ({env['threads']} threads), {env['dtype']}", fontsize=9)
     fig.tight_layout()

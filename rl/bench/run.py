@@ -25,8 +25,15 @@ starts from a fresh copy of the same base model:
 scores with), ``sft`` and ``trl`` run one. Each part has its size knobs (``--rm-*``, ``--dpo-*``,
 ``--bon-*``, ``--sft-*``, ``--trl-*``).
 
+``--part grpo`` (``rl.bench.grpo``, RL from verifiable rewards) measures sampling through
+``kvcache.LLMEngine`` against ``GPT.generate`` for the same groups (generate / engine, target >= 2x), a few
+LoRA GRPO steps with their time split into generation, reward and training, and lists the reward and
+accuracy curves with the CPU R1 runs' and the s1 scaling curves read from ``--runs-dir`` (``--ratio-*``,
+``--r1-*``, ``--grpo-*``).
+
     python -m rl.bench --part preference --threads 2    # SmolLM2-135M-Instruct, CPU: about an hour
     python -m rl.bench --smoke                          # a tiny random GPT, a handful of pairs, seconds
+    python -m rl.bench --part grpo --threads 1          # SmolLM2, CPU: about 4 minutes
 
 On 2 shared CPU threads one full-size step took about 4-5 s for the reward model (4 pairs of <= 256
 tokens, peak 5.6 GB resident; 8 pairs reached 15 GB), 3.5 s for DPO (2 pairs), 4-13 s for SFT (4
@@ -48,6 +55,7 @@ import torch
 from gpt.flags import parse_dataclass
 from lora.finetune import load_base
 from rl.bench.config import PARTS, BenchConfig, smoke_config
+from rl.bench.grpo import grpo_part
 from rl.bench.preference import best_of_n_part, dpo_part, preference_data, reward_part
 from rl.bench.report import plot, report, write_json
 from rl.bench.sft import sft_part
@@ -81,6 +89,8 @@ def main(cfg: BenchConfig) -> dict:
         result["sft"] = sft_part(cfg, base, tok, out)
     if "trl" in sections:
         result["trl"] = trl_part(cfg, base, tok, train)
+    if "grpo" in sections:
+        result["grpo"] = grpo_part(cfg, base, tok, name)
     result["wall_s"] = time.perf_counter() - t0
     print(report(result), flush=True)
     write_json(result, out / "bench.json")
