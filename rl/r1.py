@@ -99,8 +99,17 @@ def tiny_model(cfg: R1Config):
 
 
 def run_r1(cfg: R1Config) -> dict:
-    """Pre-train (or load), evaluate, GRPO for the budget with held-out evaluations; write r1.json/png."""
+    """Pre-train (or load), evaluate, GRPO for the budget with held-out evaluations; write r1.json/png.
+    Runs on ``cfg.threads`` torch threads and restores the caller's count afterwards."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: R1Config) -> dict:
     out = cfg.run_dir
     model, tok, pre_log, pre_s = tiny_model(cfg)
     test = problems(cfg.tiny, cfg.n_test, "test", cfg.seed + 1)
