@@ -58,7 +58,7 @@ class R1Config:
     lr: float = 1e-4  # a thirtieth of the pre-training rate: each step sees only 64 noisy samples
     format_weight: float = 0.1
     loss_type: str = "dapo"
-    threads: int = 2
+    threads: int = 1  # a model this small gains little from a second thread and loses much on shared cores
     out_dir: str | None = None  # default runs/rl-r1-<seed>
     smoke: bool = False  # a tiny model and a few steps: seconds
     verbose: bool = True  # a line per held-out evaluation
