@@ -23,10 +23,13 @@ and verifiable rewards (Week 8.2):
 - ``rollout.py``: groups sampled through ``kvcache.LLMEngine``, with the policy's weights pushed to it;
 - ``grpo_trainer.py``: the GRPO loop (mu steps per generation batch, accumulation, LoRA or full, resumable);
 - ``r1_model.py`` and ``r1.py``: the R1 loop on a CPU: a tiny character-level GPT pre-trained on worked
-  arithmetic, then GRPO for a wall-clock budget with held-out evaluations;
+  additions from a corpus that often forgets the carry, then GRPO for a wall-clock budget with held-out
+  evaluations;
+- ``r1_smollm2.py``: the same loop on SmolLM2 (countdown or GSM8K, LoRA, sampled through the engine);
 - ``budget_forcing.py``: s1's test-time scaling: cap the thinking, or extend it with "Wait";
 - ``s1.py``: reasoning traces kept by the verifier, a fine-tune on them, and the accuracy-against-thinking
-  (sequential) and majority-vote (parallel) scaling curves.
+  (sequential) and majority-vote (parallel) scaling curves;
+- ``s1_tiny.py``: those curves for the tiny R1 model, before and after GRPO.
 
 References: Bradley and Terry 1952; Ouyang et al. 2022 (InstructGPT); Rafailov et al. 2023 (DPO); Azar et al.
 2023 (IPO); Bai et al. 2022 (HH-RLHF); Shao et al. 2024 (GRPO, DeepSeekMath section 4.1); DeepSeek-AI 2025
@@ -35,7 +38,7 @@ and ``GRPOTrainer``, the references the tests compare with.
 """
 
 from rl.best_of_n import best_of_n, best_of_n_curve, generate_completions
-from rl.budget_forcing import BudgetForced, Piece, budget_force
+from rl.budget_forcing import BudgetForced, Piece, budget_force, cut_partial
 from rl.dpo import (
     DPOConfig,
     evaluate_dpo,
@@ -56,8 +59,9 @@ from rl.preferences import (
     split_pairs,
     tokenize_pairs,
 )
-from rl.r1 import R1Config, plot_r1, run_r1
-from rl.r1_model import R1Tokenizer, TinyConfig, pretrain
+from rl.r1 import R1Config, plot_r1, run_r1, tiny_model
+from rl.r1_model import R1Tokenizer, TinyConfig, carries, corpus, pretrain, worked_completion
+from rl.r1_smollm2 import SmolR1Config, run_r1_smollm2
 from rl.reward_model import (
     RewardModel,
     RewardTrainConfig,
@@ -96,6 +100,7 @@ from rl.s1 import (
     trace_examples,
     write_curves,
 )
+from rl.s1_tiny import TinyScalingConfig
 from rl.tasks import (
     Example,
     arithmetic,
@@ -133,7 +138,9 @@ __all__ = [
     "RolloutParams",
     "S1RunConfig",
     "SFTConfig",
+    "SmolR1Config",
     "TinyConfig",
+    "TinyScalingConfig",
     "Trace",
     "arithmetic",
     "best_of_n",
@@ -141,13 +148,16 @@ __all__ = [
     "bradley_terry_loss",
     "budget_force",
     "calibration",
+    "carries",
     "chat_format_reward",
     "chat_messages",
     "check_prompts",
     "combine",
+    "corpus",
     "correctness",
     "countdown",
     "countdown_check",
+    "cut_partial",
     "evaluate_dpo",
     "evaluate_pairs",
     "extract_answer",
@@ -176,6 +186,7 @@ __all__ = [
     "pretrain",
     "render",
     "run_r1",
+    "run_r1_smollm2",
     "save_reward_model",
     "save_traces",
     "scaling_curves",
@@ -185,11 +196,13 @@ __all__ = [
     "split_pairs",
     "think_format_reward",
     "time_samplers",
+    "tiny_model",
     "token_logps",
     "tokenize_pairs",
     "trace_examples",
     "train_dpo",
     "train_grpo",
     "train_reward_model",
+    "worked_completion",
     "write_curves",
 ]
