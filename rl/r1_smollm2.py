@@ -66,6 +66,7 @@ class SmolR1Config:
     fmt: str = field(default="r1", metadata={"choices": FORMATS})
     prompts_per_step: int = 4
     group_size: int = 4
+    grad_accum: int = 4  # micro-batches per step: the (N, T, vocab) log-softmax of a whole batch is GBs
     temperature: float = 1.0
     max_new_tokens: int = 128  # room to think before the answer
     lr: float = 5e-5
@@ -99,6 +100,9 @@ class SmolR1Config:
         if self.smoke:
             self.max_steps, self.eval_every, self.n_test, self.n_prompts = 2, 1, 4, 16
             self.prompts_per_step, self.group_size, self.max_new_tokens = 2, 2, 8
+        self.grpo(
+            1, 0, resume=False
+        )  # the trainer's own checks (batch, grad_accum, lr, ...), before any work
 
     @property
     def run_dir(self) -> Path:
@@ -109,9 +113,9 @@ class SmolR1Config:
         """The trainer's config for a chunk ending at ``steps``."""
         return GRPOConfig(
             steps=steps, group_size=self.group_size, prompts_per_step=self.prompts_per_step,
-            temperature=self.temperature, max_new_tokens=self.max_new_tokens, lr=self.lr,
-            loss_type=self.loss_type, lora_r=self.lora_r, lora_alpha=self.lora_alpha, seed=self.seed,
-            pad_id=pad_id, out_dir=str(self.run_dir / "grpo"), resume=resume,
+            grad_accum=self.grad_accum, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+            lr=self.lr, loss_type=self.loss_type, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+            seed=self.seed, pad_id=pad_id, out_dir=str(self.run_dir / "grpo"), resume=resume,
         )  # fmt: skip
 
 

@@ -120,6 +120,8 @@ def test_bad_input_is_named(tiny):
         SmolR1Config(budget_minutes=0)
     with pytest.raises(ValueError, match="fmt='xml'"):
         SmolR1Config(fmt="xml")
+    with pytest.raises(ValueError, match="grad_accum=3"):  # the trainer's check, at the config
+        SmolR1Config(grad_accum=3)
     with pytest.raises(ValueError, match="tokenizer"):
         run_r1_smollm2(SmolR1Config(smoke=True, verbose=False), tiny[0])
     # the tiny model's context is 1024 tokens: 1000 new ones leave no room for a prompt
