@@ -5,8 +5,8 @@ References: held-out accuracy through the engine equals the hand check on a mode
 the others), and equals ``GPT.generate``'s greedy completions scored one by one; the completion length is
 the taught completion's token count, exactly. Resuming across chunks keeps the optimizer (AdamW's step
 count), the prompt stream, the per-step rewards and losses (exactly) and the adapters (within 1e-6) of an
-uninterrupted run. The slow test runs one GRPO step on
-the real SmolLM2 and checks its held-out scores against ``GPT.generate`` the same way.
+uninterrupted run. The slow test runs one GRPO step on the real SmolLM2 and checks its held-out scores
+against ``GPT.generate`` the same way.
 """
 
 import copy
