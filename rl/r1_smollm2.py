@@ -163,8 +163,17 @@ def run_r1_smollm2(cfg: SmolR1Config, model=None, tokenizer=None) -> dict:
 
     ``model``/``tokenizer``: the starting policy (default ``lora.finetune.load_base(cfg.smoke, cfg.seed)``).
     Its weights are never updated (the policy and the engine train and serve copies), though the module is
-    cast to fp32 on ``cfg.device`` in place."""
+    cast to fp32 on ``cfg.device`` in place. Runs on ``cfg.threads`` torch threads and restores the caller's
+    count afterwards."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, model, tokenizer)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: SmolR1Config, model, tokenizer) -> dict:
     if model is None:
         model, tokenizer = load_base(cfg.smoke, cfg.seed)
     elif tokenizer is None:
@@ -216,7 +225,7 @@ def run_r1_smollm2(cfg: SmolR1Config, model=None, tokenizer=None) -> dict:
         "config": asdict(cfg),
         "model": "tiny random (smoke)" if cfg.smoke else "SmolLM2-135M-Instruct",
         "params": sum(p.numel() for p in base.parameters()),
-        "threads": torch.get_num_threads(),
+        "threads": cfg.threads,
         "test_ids": [ex.id for ex in test],
         "accuracy_before": held_out[0]["accuracy"],
         "accuracy_after": held_out[-1]["accuracy"],

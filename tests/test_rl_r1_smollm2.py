@@ -82,7 +82,9 @@ def test_held_out_accuracy_through_the_engine_is_the_hand_check(taught):
 def test_the_loop_runs_and_writes_what_plot_r1_needs(tmp_path, taught):
     model, tok, test, _ = taught
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.set_num_threads(2)  # the caller's count, restored after a one-thread run
     result = run_r1_smollm2(small(tmp_path), model, tok)
+    assert torch.get_num_threads() == 2
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # trained on copies
     saved = json.loads((tmp_path / "r1.json").read_text())
     assert set(saved) >= PLOT_KEYS and saved["config"]["seed"] == 0
