@@ -49,6 +49,7 @@ class R1Config:
     n_test: int = 200
     n_prompts: int = 5000  # train-split problems GRPO samples from
     pretrain_steps: int = 650  # the tiny model's fixed budget (rl.r1_model.TinyConfig.steps)
+    slip_rate: float = 0.8  # carrying solutions in its corpus that forget the carry (TinyConfig.slip_rate)
     digits: tuple[int, int] = (1, 2)
     ops: str = "+"
     prompts_per_step: int = 8
@@ -70,7 +71,8 @@ class R1Config:
                 f"need budget_minutes > 0 and eval_every, n_test, max_steps >= 1; got {self.budget_minutes}, "
                 f"{self.eval_every}, {self.n_test}, {self.max_steps}"
             )
-        tiny = {"digits": self.digits, "ops": self.ops, "steps": self.pretrain_steps, "seed": self.seed}
+        tiny = {"digits": self.digits, "ops": self.ops, "steps": self.pretrain_steps, "seed": self.seed,
+                "slip_rate": self.slip_rate}  # fmt: skip
         if self.smoke:
             tiny |= {"n_layer": 1, "n_embd": 32, "n_head": 2, "steps": 3, "batch_size": 8, "n_train": 64}
             self.max_steps, self.eval_every, self.n_test, self.n_prompts = 2, 1, 8, 16
@@ -186,7 +188,8 @@ def plot_r1(result: dict, path) -> Path:
     axes[3].set_ylabel("held-out greedy accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"R1 on CPU, seed {result['config']['seed']}")
+    c, model = result["config"], result.get("model", "tiny arithmetic GPT")
+    fig.suptitle(f"R1: {model}, {c.get('task', 'addition')}, seed {c['seed']}")
     fig.tight_layout()
     with atomic_file(path) as f:
         fig.savefig(f, format="png", dpi=90)

@@ -75,7 +75,7 @@ class TinyConfig:
     n_head: int = 4
     n_embd: int = 64
     block_size: int = 160
-    slip_rate: float = 0.6  # carrying solutions in the corpus that forget the carry (module docstring)
+    slip_rate: float = 0.8  # carrying solutions in the corpus that forget the carry (module docstring)
     steps: int = 650  # the fixed pre-training budget
     batch_size: int = 32
     lr: float = 3e-3
