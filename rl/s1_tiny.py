@@ -10,7 +10,9 @@ run folder (``pretrained.pt``, and the GRPO checkpoint ``grpo/grpo.pt``) and mea
   answer before the tens column is done, a cap above it changes nothing;
 - **parallel**: majority vote over n samples at temperature 1. Voting returns the most frequent
   answer, so it helps only where the right answer is already the most frequent one: before GRPO the
-  model's most frequent answer to a carrying problem forgets the carry, and more votes entrench it.
+  model's most frequent answer to a carrying problem forgets the carry, and no number of votes fixes it.
+
+"Wait" is a learned habit: this model never saw the word, and writing it into the thinking derails it.
 
     python -m rl.s1_tiny --run-dir runs/rl-r1-0     # a minute or two on 2 cores
     python -m rl.s1_tiny --smoke                    # an untrained tiny model, seconds
