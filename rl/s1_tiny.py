@@ -108,9 +108,7 @@ def main(cfg: TinyScalingConfig) -> dict:
     result = run(cfg)
     for name, c in result["curves"].items():
         label = [f"{p['budget']}" + (f"+{p['waits']}W" if p["waits"] else "") for p in c["sequential"]]
-        seq = ", ".join(
-            f"{lab}: {p['accuracy']:.2f}" for lab, p in zip(label, c["sequential"], strict=True)
-        )
+        seq = ", ".join(f"{lab}: {p['accuracy']:.2f}" for lab, p in zip(label, c["sequential"], strict=True))
         par = ", ".join(f"n={p['n']}: {p['accuracy']:.2f}" for p in c["parallel"])
         print(f"{name}: sequential {seq}; parallel {par}")
     return result
