@@ -14,7 +14,7 @@ run folder (``pretrained.pt``, and the GRPO checkpoint ``grpo/grpo.pt``) and mea
 
 "Wait" is a learned habit: this model never saw the word, and writing it into the thinking derails it.
 
-    python -m rl.s1_tiny --run-dir runs/rl-r1-0     # a minute or two on 2 cores
+    python -m rl.s1_tiny --run-dir runs/rl-r1-0     # a few minutes on one core
     python -m rl.s1_tiny --smoke                    # an untrained tiny model, seconds
 
 Writes ``scaling.json`` and ``scaling.png`` (both models' curves) to the run folder.
@@ -45,8 +45,8 @@ class TinyScalingConfig:
     ns: tuple[int, ...] = (1, 3, 5, 9, 15)
     temperature: float = 1.0
     seed: int = 0
-    threads: int = 2
-    smoke: bool = field(default=False, metadata={"help": "an untrained tiny model, no run folder"})
+    threads: int = 1  # as rl.r1: a model this small loses on shared cores with a second thread
+    smoke: bool = field(default=False, metadata={"help": "untrained tiny model, 8 problems"})
 
 
 def load_models(run_dir) -> dict:
@@ -73,7 +73,8 @@ def run(cfg: TinyScalingConfig) -> dict:
     else:
         loaded = load_models(cfg.run_dir)
     tok, tiny = loaded["tok"], loaded["cfg"]
-    test = problems(tiny, cfg.n_test, "test", cfg.seed + 1)  # rl.r1's held-out problems for this seed
+    n_test = min(cfg.n_test, 8) if cfg.smoke else cfg.n_test
+    test = problems(tiny, n_test, "test", cfg.seed + 1)  # rl.r1's held-out problems for this seed
     grid = dict(budgets=cfg.budgets, waits=cfg.waits, ns=cfg.ns, seed=cfg.seed, temperature=cfg.temperature,
                 parallel_budget=max(cfg.budgets), fmt="r1", chat_template=False, system=False,
                 max_answer_tokens=16)  # characters: the answer and "</answer>"  # fmt: skip
