@@ -9,7 +9,8 @@ Teaches why decoding is memory-bound and how serving engines manage the KV cache
   (forward steps, eager or as CUDA graphs / ``torch.compile``);
 - ``request.py`` (``SamplingParams``, a request's lifecycle), ``scheduler.py`` (continuous batching,
   chunked prefill, preemption by recompute), ``speculative.py`` (prompt-lookup drafts), ``engine.py``
-  (``LLMEngine``: steps, sampling, ``n`` samples sharing a prompt's blocks, abort, chat);
+  (``LLMEngine``: steps, sampling, ``n`` samples sharing a prompt's blocks, abort, chat), with
+  ``chat.py`` (conversations checked and rendered) and ``weights.py`` (new weights copied in place);
 - ``workloads.py`` (realistic chat and copy-heavy requests from the course data);
 - ``serve/`` (``python -m kvcache.serve``: the OpenAI-compatible server) and ``bench/``
   (``python -m kvcache.bench``; ``--model smollm2`` serves the real model beside HF and llama.cpp).

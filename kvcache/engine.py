@@ -18,7 +18,6 @@ References: vLLM ``engine/llm_engine.py`` and ``entrypoints/llm.py`` (``LLM.gene
 ``engine/llm_engine.py``, ``engine/model_runner.py``.
 """
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Mapping
@@ -29,14 +28,14 @@ from torch import Tensor, nn
 from gpt import GPT
 from gpt.sampling import sample_next
 from kvcache.block_manager import BlockManager
+from kvcache.chat import chat_template_ids, stop_at_end_of_turn
 from kvcache.memory import blocks_for_budget, kv_cache_bytes
 from kvcache.model_runner import ModelRunner
 from kvcache.paged_cache import PagedKVCache, Segment, slots_for
 from kvcache.request import Output, SamplingParams, Sequence
 from kvcache.scheduler import Batch, Scheduler
 from kvcache.speculative import PromptLookup
-
-CHAT_ROLES = ("system", "user", "assistant")
+from kvcache.weights import copy_weights
 
 
 class LLMEngine:
@@ -396,25 +395,8 @@ class LLMEngine:
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         """A conversation -> prompt ids through the tokenizer's chat template, ending with the assistant's
-        turn opened (``add_generation_prompt``). Checks the messages and the prompt first."""
-        if self.tokenizer is None or not hasattr(self.tokenizer, "apply_chat_template"):
-            raise TypeError(
-                "chat needs a tokenizer with apply_chat_template: LLMEngine(model, tokenizer=...)"
-            )
-        if not isinstance(messages, (list, tuple)) or not messages:
-            raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
-                raise ValueError(f"message {i} must be a dict with a 'role' and a str 'content', got {m!r}")
-            if m["role"] not in CHAT_ROLES:
-                raise ValueError(f"message {i} has role {m['role']!r}; use one of {CHAT_ROLES}")
-            # the rendered template is encoded with its control tokens live: text that spells one would
-            # inject a fake turn, so it is refused, as a completion prompt with it is
-            for name in getattr(self.tokenizer, "special_tokens", {}):
-                if name in m["content"]:
-                    raise ValueError(f"message {i} contains the special token {name!r} as text; remove it")
-        ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-        return self._prompt_ids(list(ids))
+        turn opened (``kvcache.chat.chat_template_ids``). Checks the messages and the prompt first."""
+        return self._prompt_ids(chat_template_ids(self.tokenizer, messages))
 
     def chat(
         self,
@@ -432,12 +414,7 @@ class LLMEngine:
                 prompts.append(self.chat_ids(messages))
             except (TypeError, ValueError) as err:
                 raise type(err)(f"conversation {i}: {err}") from None
-        if not isinstance(params, list):
-            params = [params] * len(prompts)
-        eos = getattr(self.tokenizer, "eos_id", None)
-        if eos is not None:
-            params = [SamplingParams() if p is None else p for p in params]
-            params = [p if eos in p.stop_token_ids else _stop_at(p, eos) for p in params]
+        params = stop_at_end_of_turn(params, len(prompts), getattr(self.tokenizer, "eos_id", None))
         return self.generate(prompts, params, use_tqdm)
 
     # -- weight updates ---------------------------------------------------------------------------------
@@ -448,42 +425,14 @@ class LLMEngine:
         self._check_idle("resetting the prefix cache")
         self.block_manager.reset_prefix_cache()
 
-    @torch.no_grad()
     def load_weights(self, weights: nn.Module | Mapping[str, Tensor]) -> int:
-        """Serve new weights: copy a state dict (or a module's) into the model in place, then
-        :meth:`reset_prefix_cache`. Returns how many tensors were copied; the engine's own model object
-        (weights shared with a trained policy) copies nothing and only resets the cache.
-
-        Names and shapes must match the served model exactly (merge LoRA layers into plain weights
-        first); values are cast to the engine's dtype and device. The copy keeps every tensor's
-        storage, so captured CUDA graphs and ``torch.compile``'d steps, which read the parameters at
-        their addresses (never baked in as constants), replay with the new values. As vLLM's
-        ``load_weights`` behind TRL's GRPO weight sync.
-        """
+        """Serve new weights: ``kvcache.weights.copy_weights`` (checked, in place), then
+        :meth:`reset_prefix_cache`; returns how many tensors were copied. The engine's own model object
+        (weights shared with a trained policy) copies nothing and only resets the cache."""
         self._check_idle("loading weights")
-        if weights is self.model:
-            self.reset_prefix_cache()
-            return 0
-        if isinstance(weights, nn.Module):
-            weights = weights.state_dict()
-        if not isinstance(weights, Mapping):
-            raise TypeError(f"weights must be a state dict or an nn.Module, got {type(weights).__name__}")
-        own = self.model.state_dict()  # tensors sharing the parameters' storage
-        missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
-        if missing or unexpected:
-            raise ValueError(
-                f"the weights do not match the served model: missing {missing[:5]}, unexpected "
-                f"{unexpected[:5]}; pass a state dict of the same gpt.GPT config (LoRA layers merged)"
-            )
-        for name, t in own.items():
-            new = weights[name]
-            if not isinstance(new, Tensor) or new.shape != t.shape:
-                got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-                raise ValueError(f"weight {name!r} is {got}, the served model's is {tuple(t.shape)}")
-        for name, t in own.items():  # only after every check: a bad dict leaves the model unchanged
-            t.copy_(weights[name])
+        copied = 0 if weights is self.model else copy_weights(self.model, weights)
         self.reset_prefix_cache()
-        return len(own)
+        return copied
 
     def _check_idle(self, what: str):
         if self.has_unfinished():
@@ -499,7 +448,3 @@ class LLMEngine:
         """Fraction of held slots (blocks in use x block_size) not holding a token, averaged over steps."""
         held = self.stats["slots_held"]
         return 0.0 if held == 0 else 1.0 - self.stats["slots_used"] / held
-
-
-def _stop_at(params: SamplingParams, token_id: int) -> SamplingParams:
-    return dataclasses.replace(params, stop_token_ids=(*params.stop_token_ids, token_id))
