@@ -43,7 +43,7 @@ class R1Config:
     """One CPU R1 run: the tiny model's budget, then GRPO's (wall clock, or steps, whichever ends first)."""
 
     seed: int = 0
-    budget_minutes: float = 10.0  # GRPO wall clock, held-out evaluations included (the issue allows 20)
+    budget_minutes: float = 10.0  # GRPO wall clock, held-out evaluations included
     max_steps: int = 10_000
     eval_every: int = 20  # GRPO steps between held-out evaluations
     n_test: int = 200
