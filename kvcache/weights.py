@@ -11,11 +11,11 @@ Reference: vLLM ``model_executor/model_loader`` (``load_weights`` behind TRL's G
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
+from gpt.training.checkpoint import copy_checked
 
-@torch.no_grad()
+
 def copy_weights(model: nn.Module, weights: nn.Module | Mapping[str, Tensor]) -> int:
     """Copy ``weights`` (a state dict, or a module's) into ``model`` in place, cast to its dtype and
     device; returns how many tensors were copied. Names and shapes must match exactly (merge LoRA
@@ -24,18 +24,9 @@ def copy_weights(model: nn.Module, weights: nn.Module | Mapping[str, Tensor]) ->
         weights = weights.state_dict()
     if not isinstance(weights, Mapping):
         raise TypeError(f"weights must be a state dict or an nn.Module, got {type(weights).__name__}")
-    own = model.state_dict()  # tensors sharing the parameters' storage
-    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
-    if missing or unexpected:
-        raise ValueError(
-            f"the weights do not match the served model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}; pass a state dict of the same gpt.GPT config (LoRA layers merged)"
-        )
-    for name, t in own.items():
-        new = weights[name]
-        if not isinstance(new, Tensor) or new.shape != t.shape:
-            got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-            raise ValueError(f"weight {name!r} is {got}, the served model's is {tuple(t.shape)}")
-    for name, t in own.items():  # only after every check: a bad dict leaves the model unchanged
-        t.copy_(weights[name])
-    return len(own)
+    return copy_checked(
+        model.state_dict(),  # tensors sharing the parameters' storage
+        weights,
+        "the weights do not match the served model",
+        "pass a state dict of the same gpt.GPT config (LoRA layers merged)",
+    )

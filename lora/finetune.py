@@ -39,7 +39,14 @@ from pathlib import Path
 import torch
 
 from gpt.model import GPT, IGNORE_INDEX, GPTConfig
-from gpt.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_atomic
+from gpt.training.checkpoint import (
+    copy_checked,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_atomic,
+)
 from gpt.training.distributed import DistInfo, all_reduce_mean, barrier, gather_objects, pick_device
 from gpt.training.precision import DTYPES, Precision
 from gpt.training.runlog import RunLog
@@ -107,19 +114,15 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``state`` (from :func:`trainable_state`) into ``model``; names and shapes must match exactly."""
+    """Copy ``state`` (from :func:`trainable_state`) into ``model``; names and shapes must match exactly,
+    and a mismatch copies nothing."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
-    if missing or unexpected:
-        raise ValueError(
-            f"the checkpoint's trainable parameters do not match the model's: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}; apply the same method (same target modules) before resuming"
-        )
-    for name, p in params.items():
-        if p.shape != state[name].shape:
-            raise ValueError(f"{name}: checkpoint shape {tuple(state[name].shape)} != model {tuple(p.shape)}")
-        with torch.no_grad():
-            p.copy_(state[name])
+    copy_checked(
+        params,
+        state,
+        "the checkpoint's trainable parameters do not match the model's",
+        "apply the same method (same target modules) before resuming",
+    )
 
 
 def make_optimizer(model: torch.nn.Module, cfg: FinetuneConfig, device_type: str) -> torch.optim.AdamW:

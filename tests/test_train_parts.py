@@ -16,6 +16,7 @@ import torch
 
 from gpt.model import GPT, GPTConfig
 from gpt.training.checkpoint import (
+    copy_checked,
     export_safetensors,
     load_checkpoint,
     rng_state,
@@ -223,3 +224,14 @@ def test_ema_is_bias_corrected():
     assert ema([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
     assert ema([1.0, 3.0], 0.5)[1] == pytest.approx((0.25 * 1 + 0.5 * 3) / 0.75)
     assert math.isclose(ema([4.0], 0.99)[0], 4.0)
+
+
+def test_copy_checked_copies_all_or_nothing():
+    own = {"a": torch.zeros(2), "b": torch.zeros(3, dtype=torch.float64)}
+    assert copy_checked(own, {"a": torch.tensor([1.0, 2.0]), "b": torch.ones(3)}, "bad", "fix it") == 2
+    assert own["a"].tolist() == [1.0, 2.0] and own["b"].dtype == torch.float64 and own["b"].sum() == 3
+    with pytest.raises(ValueError, match=r"^bad: missing \['b'\], unexpected \['c'\]; fix it$"):
+        copy_checked(own, {"a": torch.zeros(2), "c": torch.zeros(3)}, "bad", "fix it")
+    with pytest.raises(ValueError, match=r"^weight 'b' is \(4,\), the model's is \(3,\); fix it$"):
+        copy_checked(own, {"a": torch.full((2,), 7.0), "b": torch.zeros(4)}, "bad", "fix it")
+    assert own["a"].tolist() == [1.0, 2.0]  # the good tensor before the bad one was not copied either

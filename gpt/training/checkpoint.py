@@ -105,6 +105,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return state
 
 
+def copy_checked(own: dict, new, mismatch: str, fix: str) -> int:
+    """Copy the tensors of ``new`` (a mapping of name -> tensor) into those of ``own`` (a state dict or
+    named parameters) in place, cast to each one's dtype and device; returns how many were copied.
+    Names and shapes are all checked before the first copy, so a mismatch (a ValueError starting with
+    ``mismatch`` and ending with ``fix``) leaves every tensor as it was."""
+    missing, unexpected = sorted(own.keys() - new.keys()), sorted(new.keys() - own.keys())
+    if missing or unexpected:
+        raise ValueError(f"{mismatch}: missing {missing[:5]}, unexpected {unexpected[:5]}; {fix}")
+    for name, t in own.items():
+        value = new[name]
+        if not isinstance(value, torch.Tensor) or value.shape != t.shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"weight {name!r} is {got}, the model's is {tuple(t.shape)}; {fix}")
+    with torch.no_grad():
+        for name, t in own.items():
+            t.copy_(new[name])
+    return len(own)
+
+
 def export_safetensors(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -> Path:
     """Weights only, as ``.safetensors``; a tied ``lm_head.weight`` is stored once (as ``wte.weight``)."""
     from safetensors.torch import save_file
