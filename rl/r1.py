@@ -21,6 +21,7 @@ Reference: DeepSeek-AI 2025, "DeepSeek-R1", section 2.2 (R1-Zero: RL from a base
 rewards); TinyZero (countdown and arithmetic with a small model).
 """
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,12 +104,30 @@ def tiny_model(cfg: R1Config):
 def run_r1(cfg: R1Config) -> dict:
     """Pre-train (or load), evaluate, GRPO for the budget with held-out evaluations; write r1.json/png.
     Runs on ``cfg.threads`` torch threads and restores the caller's count afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block on ``n`` torch threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+def budget_chunks(budget_minutes: float, eval_every: int, max_steps: int):
+    """The step counts at which a budgeted run stops to evaluate: ``eval_every`` apart, up to
+    ``max_steps``, and a chunk starts only if one as long as the last (training and evaluation, the
+    time until the next request) still ends within ``budget_minutes`` of wall clock."""
+    t0, steps, chunk_s = time.perf_counter(), 0, 0.0
+    while steps < max_steps and time.perf_counter() - t0 + chunk_s <= 60 * budget_minutes:
+        t_chunk, steps = time.perf_counter(), min(steps + eval_every, max_steps)
+        yield steps
+        chunk_s = time.perf_counter() - t_chunk
 
 
 def _run(cfg: R1Config) -> dict:
@@ -123,10 +142,8 @@ def _run(cfg: R1Config) -> dict:
     held_out = [{"step": 0, "minutes": 0.0} | evaluate(model, tok, test, cfg.max_new_tokens)]
     if cfg.verbose:
         print(f"pre-trained {pre_s:.0f} s; held-out accuracy {held_out[0]['accuracy']:.3f}", flush=True)
-    t0, steps, history, chunk_s = time.perf_counter(), 0, [], 0.0
-    # a chunk starts only if one more like the last still ends within the budget
-    while steps < cfg.max_steps and time.perf_counter() - t0 + chunk_s <= 60 * cfg.budget_minutes:
-        t_chunk, steps = time.perf_counter(), min(steps + cfg.eval_every, cfg.max_steps)
+    t0, history = time.perf_counter(), []
+    for steps in budget_chunks(cfg.budget_minutes, cfg.eval_every, cfg.max_steps):
         grpo = GRPOConfig(
             steps=steps, group_size=cfg.group_size, prompts_per_step=cfg.prompts_per_step,
             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, lr=cfg.lr,
@@ -136,7 +153,6 @@ def _run(cfg: R1Config) -> dict:
         history = train_grpo(model, tok, prompts, reward_fn, grpo, examples=train).history
         minutes = (time.perf_counter() - t0) / 60
         held_out.append({"step": steps, "minutes": minutes} | evaluate(model, tok, test, cfg.max_new_tokens))
-        chunk_s = time.perf_counter() - t_chunk
         if cfg.verbose:
             print(f"step {steps:5d}  {minutes:6.2f} min  held-out accuracy {held_out[-1]['accuracy']:.3f}  "
                   f"reward {history[-1]['reward_mean']:.3f}", flush=True)  # fmt: skip

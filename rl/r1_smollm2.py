@@ -32,15 +32,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from gpt.flags import parse_dataclass
 from gpt.training.checkpoint import write_atomic
 from kvcache import LLMEngine, SamplingParams
 from lora.finetune import load_base
 from rl.grpo import LOSS_TYPES
 from rl.grpo_trainer import GRPOConfig, train_grpo
-from rl.r1 import plot_r1
+from rl.r1 import budget_chunks, plot_r1, torch_threads
 from rl.rewards import chat_format_reward, combine, correctness, soft_format_reward
 from rl.rollout import EngineSampler, engine_for
 from rl.tasks import FORMATS, Example, check_prompts, is_correct, make_examples, prompt_ids
@@ -165,12 +163,8 @@ def run_r1_smollm2(cfg: SmolR1Config, model=None, tokenizer=None) -> dict:
     Its weights are never updated (the policy and the engine train and serve copies), though the module is
     cast to fp32 on ``cfg.device`` in place. Runs on ``cfg.threads`` torch threads and restores the caller's
     count afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg, model, tokenizer)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: SmolR1Config, model, tokenizer) -> dict:
@@ -201,10 +195,8 @@ def _run(cfg: SmolR1Config, model, tokenizer) -> dict:
     if cfg.verbose:
         print(f"before GRPO: held-out accuracy {held_out[0]['accuracy']:.3f}, format "
               f"{held_out[0]['format']:.3f} ({held_out[0]['seconds']:.0f} s)", flush=True)  # fmt: skip
-    t0, steps, history, chunk_s, sync_s = time.perf_counter(), 0, [], 0.0, 0.0
-    # a chunk starts only if one more like the last still ends within the budget
-    while steps < cfg.max_steps and time.perf_counter() - t0 + chunk_s <= 60 * cfg.budget_minutes:
-        t_chunk, steps = time.perf_counter(), min(steps + cfg.eval_every, cfg.max_steps)
+    t0, history, sync_s = time.perf_counter(), [], 0.0
+    for steps in budget_chunks(cfg.budget_minutes, cfg.eval_every, cfg.max_steps):
         policy = sampler = None  # free the last chunk's copy first: the checkpoint holds what it learned
         policy = copy.deepcopy(base)  # resume needs the starting model; the trainer injects the adapters
         sampler = EngineSampler(engine, policy)
@@ -215,7 +207,6 @@ def _run(cfg: SmolR1Config, model, tokenizer) -> dict:
         sampler.sync()  # the engine serves the last update
         sync_s += sampler.sync_s
         held_out.append(held_out_scores(steps, (time.perf_counter() - t0) / 60))
-        chunk_s = time.perf_counter() - t_chunk
         if cfg.verbose:
             h = held_out[-1]
             print(f"step {steps:5d}  {h['minutes']:6.2f} min  held-out accuracy {h['accuracy']:.3f}  format "

@@ -8,13 +8,14 @@ held-out problems share no (a, op, b) with any pre-training or GRPO problem.
 """
 
 import json
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rl.best_of_n import generate_completions
-from rl.r1 import PRETRAINED, R1Config, run_r1
+from rl.r1 import PRETRAINED, R1Config, budget_chunks, run_r1
 from rl.r1_model import (
     ALPHABET,
     EOS,
@@ -162,3 +163,14 @@ def test_the_corpus_slips_on_the_configured_share_of_carries(rate):
 def test_tiny_config_rejects_what_the_worked_solutions_cannot_write(bad, match):
     with pytest.raises(ValueError, match=match):
         TinyConfig(**bad)
+
+
+def test_budget_chunks_stop_at_max_steps_or_before_the_budget_runs_out(monkeypatch):
+    assert list(budget_chunks(60.0, eval_every=3, max_steps=7)) == [3, 6, 7]
+    clock = [0.0]  # seconds: a fake clock, so the test does not depend on the machine's load
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    seen = []
+    for steps in budget_chunks(100 / 60, eval_every=1, max_steps=100):  # a 100 s budget
+        seen.append(steps)
+        clock[0] += 30.0  # each chunk takes 30 s: a fourth would end at 120 s, past the budget
+    assert seen == [1, 2, 3]
